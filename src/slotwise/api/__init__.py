@@ -1,0 +1,1 @@
+"""The JSON API: app factory, dependencies, routers and the one error handler."""

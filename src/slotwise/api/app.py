@@ -1,0 +1,74 @@
+"""The application factory and the one place errors become responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from slotwise import __version__
+from slotwise.api.deps import AppState
+from slotwise.api.routers import billing, operator, team
+from slotwise.catalog import Catalog, load_catalog
+from slotwise.clock import Clock, SimulatedClock, SystemClock
+from slotwise.config import Settings
+from slotwise.db import make_engine, make_sessionmaker
+from slotwise.errors import SlotwiseError
+from slotwise.gateway import CardGateway, SandboxGateway
+from slotwise.services.context import Env
+
+HTTP_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+              413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(part) for part in err.get("loc", ())], "message": str(err.get("msg", "")),
+         "type": str(err.get("type", ""))}
+        for err in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SlotwiseError)
+    async def slotwise_error(_: Request, exc: SlotwiseError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        body = {"error": {"code": "invalid_request", "message": "The request is not valid.",
+                          "errors": _validation_details(exc)}}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "internal_error")
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        return JSONResponse({"error": {"code": code, "message": message}}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    clock: Clock | None = None,
+    gateway: CardGateway | None = None,
+    catalog: Catalog | None = None,
+) -> FastAPI:
+    settings = settings or Settings.from_env()
+    engine = engine or make_engine(settings.database_url)
+    if clock is None:
+        clock = SimulatedClock(settings.clock_start) if settings.clock == "simulated" else SystemClock()
+    env = Env(catalog=catalog or load_catalog(settings.catalog_path), gateway=gateway or SandboxGateway())
+    app = FastAPI(title="slotwise", version=__version__,
+                  description="Plans, per-slot add-ons, pro-rated monthly billing and capacity.")
+    app.state.slotwise = AppState(settings=settings, sessions=make_sessionmaker(engine), env=env, clock=clock)
+    install_error_handlers(app)
+    for router in (operator.router, billing.router, team.router):
+        app.include_router(router)
+    return app

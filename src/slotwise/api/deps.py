@@ -1,0 +1,100 @@
+"""Request-scoped dependencies: the session (committed at the edge), the caller, the time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from slotwise import repositories as repo
+from slotwise.clock import Clock
+from slotwise.config import Settings
+from slotwise.errors import NotFound, Unauthenticated
+from slotwise.security import hash_secret
+from slotwise.services.context import Actor, Env
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    env: Env
+    clock: Clock
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.slotwise
+    return state
+
+
+StateDep = Annotated[AppState, Depends(app_state)]
+
+
+def get_db(state: StateDep) -> Iterator[Session]:
+    """One transaction per request: committed when the endpoint returns, rolled back if it raises."""
+    with state.sessions() as db:
+        try:
+            yield db
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+
+
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+
+
+def get_env(state: StateDep) -> Env:
+    return state.env
+
+
+EnvDep = Annotated[Env, Depends(get_env)]
+
+
+def get_now(state: StateDep, db: SessionDep) -> datetime:
+    return state.clock.now(db)
+
+
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated()
+    return token.strip()
+
+
+def current_user_actor(request: Request, db: SessionDep) -> Actor:
+    """The user behind the bearer token (no organization check: for routes outside ``{org}``)."""
+    user = repo.user_for_token_hash(db, hash_secret(bearer_token(request)))
+    if user is None:
+        raise Unauthenticated("That API token is not valid.")
+    return Actor(user_id=user.id, org_id=user.org_id, role=user.role)  # type: ignore[arg-type]
+
+
+def org_actor(org: str, actor: Annotated[Actor, Depends(current_user_actor)]) -> Actor:
+    """The caller, who must belong to ``{org}``; any other organization is simply not found."""
+    if actor.org_id != org:
+        raise NotFound("No such organization.")
+    return actor
+
+
+OrgActor = Annotated[Actor, Depends(org_actor)]
+UserActor = Annotated[Actor, Depends(current_user_actor)]
+
+
+def operator(request: Request, state: StateDep) -> None:
+    import hmac
+
+    key = state.settings.operator_key
+    if not key or not hmac.compare_digest(bearer_token(request).encode(), key.encode()):
+        raise Unauthenticated("The operator key is required.")
+
+
+OperatorDep = Depends(operator)

@@ -1,0 +1,84 @@
+"""``Idempotency-Key`` for every POST that moves money or capacity.
+
+The key is reserved by inserting its row first, in the request's own transaction. A concurrent
+request with the same key blocks on that row's unique index (PostgreSQL) or on the write lock
+(SQLite) until the first commits, then finds the stored answer and replays it: one charge, one
+invoice, however many times a client retries. Refusals are stored and replayed too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from slotwise import repositories as repo
+from slotwise.errors import IdempotencyConflict, InvalidRequest, SlotwiseError
+from slotwise.models import IdempotencyRecord
+
+MAX_KEY_LENGTH = 255
+
+
+def _request_hash(request: Request, body: BaseModel | None) -> str:
+    payload = body.model_dump(mode="json") if body is not None else None
+    text = json.dumps([request.method, request.url.path, payload], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _replay(record: IdempotencyRecord, request_hash: str) -> JSONResponse:
+    if record.request_hash != request_hash or record.status_code == 0:
+        raise IdempotencyConflict()
+    return JSONResponse(json.loads(record.response_body), status_code=record.status_code,
+                        headers={"Idempotent-Replayed": "true"})
+
+
+def run_idempotent(
+    request: Request,
+    db: Session,
+    *,
+    scope: str,
+    now: datetime,
+    body: BaseModel | None,
+    action: Callable[[], BaseModel],
+    status_code: int = 200,
+) -> JSONResponse:
+    """Run ``action`` once per (scope, Idempotency-Key); without a key, just run it."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return JSONResponse(action().model_dump(mode="json"), status_code=status_code)
+    if not 1 <= len(key) <= MAX_KEY_LENGTH:
+        raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
+    request_hash = _request_hash(request, body)
+    existing = repo.idempotency_record(db, scope, key)
+    if existing is not None:
+        return _replay(existing, request_hash)
+    record = IdempotencyRecord(scope=scope, key=key, request_hash=request_hash, status_code=0,
+                               response_body="", created_at=now)
+    try:
+        with db.begin_nested():
+            db.add(record)
+            db.flush()
+    except IntegrityError:
+        # Another request holding this key committed first: answer as it did.
+        db.rollback()
+        stored = repo.idempotency_record(db, scope, key)
+        if stored is None:
+            raise
+        return _replay(stored, request_hash)
+    result: dict[str, Any]
+    try:
+        with db.begin_nested():
+            result, code = action().model_dump(mode="json"), status_code
+    except SlotwiseError as error:
+        result, code = error.body(), error.status
+    record.status_code, record.response_body = code, json.dumps(result)
+    db.flush()
+    return JSONResponse(result, status_code=code)

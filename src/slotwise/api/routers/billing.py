@@ -1,0 +1,127 @@
+"""Organization, plans, subscription, payment method, invoices and add-ons."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from slotwise import repositories as repo
+from slotwise.api import present
+from slotwise.api import schemas as s
+from slotwise.api.deps import EnvDep, NowDep, OrgActor, SessionDep
+from slotwise.api.idempotency import run_idempotent
+from slotwise.errors import Forbidden, NotFound
+from slotwise.services import addons, organizations, payments, subscriptions
+
+router = APIRouter(tags=["billing"])
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": s.ErrorBody} for code in (401, 402, 403, 404, 409, 422)
+}
+ORG = "/v1/organizations/{org}"
+
+
+@router.get("/v1/plans", response_model=list[s.PlanOut])
+def list_plans(env: EnvDep) -> list[s.PlanOut]:
+    return [present.plan(p) for p in env.catalog.plans_by_rank()]
+
+
+@router.get(ORG, response_model=s.OrganizationOut, responses=ERRORS)
+def get_organization(actor: OrgActor, db: SessionDep, env: EnvDep, now: NowDep) -> s.OrganizationOut:
+    summary = organizations.organization_summary(db, env=env, org_id=actor.org_id)
+    return present.organization(summary, env.catalog.plan(summary.plan_code), now)
+
+
+@router.post(ORG + "/subscription", response_model=s.PlanChangeOut, responses=ERRORS)
+def change_plan(
+    body: s.ChangePlan, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
+) -> JSONResponse:
+    def action() -> s.PlanChangeOut:
+        change = subscriptions.change_plan(db, env=env, actor=actor, plan_code=body.plan, at=now)
+        return s.PlanChangeOut(message=change.message, kind=change.kind, plan=change.plan_code,
+                               effective_at=change.effective_at,
+                               invoice=present.invoice(change.invoice) if change.invoice else None)
+
+    return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action)
+
+
+@router.put(ORG + "/payment-method", response_model=s.PaymentMethodUpdated, responses=ERRORS)
+def update_payment_method(
+    body: s.PaymentMethodIn, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
+) -> JSONResponse:
+    def action() -> s.PaymentMethodUpdated:
+        org, retried = payments.update_payment_method(db, env=env, actor=actor,
+                                                      card_number=body.card_number, at=now)
+        return s.PaymentMethodUpdated(
+            payment_method=s.PaymentMethodOut(brand=org.card_brand or "card", last4=org.card_last4 or ""),
+            retried_invoices=[present.invoice(i) for i in retried],
+        )
+
+    return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action)
+
+
+def _require_billing_reader(actor: OrgActor) -> None:
+    if actor.role not in ("owner", "admin"):
+        raise Forbidden("Only the owner or an admin can read invoices.")
+
+
+@router.get(ORG + "/invoices", response_model=list[s.InvoiceOut], responses=ERRORS)
+def list_invoices(actor: OrgActor, db: SessionDep) -> list[s.InvoiceOut]:
+    _require_billing_reader(actor)
+    return [present.invoice(i) for i in repo.invoices_of_org(db, actor.org_id)]
+
+
+@router.get(ORG + "/invoices/{invoice_id}", response_model=s.InvoiceOut, responses=ERRORS)
+def get_invoice(invoice_id: str, actor: OrgActor, db: SessionDep) -> s.InvoiceOut:
+    _require_billing_reader(actor)
+    found = repo.invoice_in_org(db, actor.org_id, invoice_id)
+    if found is None:
+        raise NotFound("No such invoice.")
+    return present.invoice(found)
+
+
+@router.get(ORG + "/addons", response_model=list[s.AddonOut], responses=ERRORS)
+def list_addons(actor: OrgActor, db: SessionDep, env: EnvDep) -> list[s.AddonOut]:
+    return [present.addon(v) for v in addons.list_addons(db, env=env, actor=actor)]
+
+
+@router.post(ORG + "/addons/{code}/preview", response_model=s.PreviewOut, responses=ERRORS)
+def preview_addon(
+    code: str, body: s.PreviewRequest, actor: OrgActor, db: SessionDep, env: EnvDep, now: NowDep
+) -> s.PreviewOut:
+    quote = addons.preview(db, env=env, actor=actor, addon_code=code, action=body.action,
+                           quantity=None if body.all else body.quantity, at=now)
+    return present.preview(quote)
+
+
+@router.post(ORG + "/addons/{code}/add", response_model=s.SlotChangeOut, responses=ERRORS)
+def add_slots(
+    code: str, body: s.AddSlots, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
+) -> JSONResponse:
+    def action() -> s.SlotChangeOut:
+        return present.slot_change(
+            addons.add_slots(db, env=env, actor=actor, addon_code=code, quantity=body.quantity, at=now))
+
+    return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action)
+
+
+@router.post(ORG + "/addons/{code}/remove", response_model=s.SlotChangeOut, responses=ERRORS)
+def remove_slots(
+    code: str, body: s.RemoveSlots, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep,
+    now: NowDep,
+) -> JSONResponse:
+    def action() -> s.SlotChangeOut:
+        quantity = None if body.all else body.quantity
+        return present.slot_change(
+            addons.remove_slots(db, env=env, actor=actor, addon_code=code, quantity=quantity, at=now))
+
+    return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action)
+
+
+@router.post(ORG + "/addons/{code}/keep", response_model=s.AddonOut, responses=ERRORS)
+def keep_slots(
+    code: str, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
+) -> JSONResponse:
+    def action() -> s.AddonOut:
+        return present.addon(addons.keep_slots(db, env=env, actor=actor, addon_code=code, at=now))
+
+    return run_idempotent(request, db, scope=actor.org_id, now=now, body=None, action=action)

@@ -1,0 +1,97 @@
+"""Agents, members and invitations: the usage that capacity is counted against."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from slotwise.api import present
+from slotwise.api import schemas as s
+from slotwise.api.deps import EnvDep, NowDep, OrgActor, SessionDep
+from slotwise.api.idempotency import run_idempotent
+from slotwise.services import agents, members
+
+router = APIRouter(tags=["team"])
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": s.ErrorBody} for code in (401, 403, 404, 409, 422)
+}
+ORG = "/v1/organizations/{org}"
+
+
+@router.get(ORG + "/agents", response_model=list[s.AgentOut], responses=ERRORS)
+def list_agents(actor: OrgActor, db: SessionDep) -> list[s.AgentOut]:
+    return [present.agent(a) for a in agents.list_agents(db, actor=actor)]
+
+
+@router.post(ORG + "/agents", status_code=201, response_model=s.AgentOut, responses=ERRORS)
+def create_agent(
+    body: s.CreateAgent, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
+) -> JSONResponse:
+    def action() -> s.AgentOut:
+        change = agents.create_agent(db, env=env, actor=actor, name=body.name, at=now)
+        return present.agent(change.agent, change)
+
+    return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action, status_code=201)
+
+
+@router.post(ORG + "/agents/{agent_id}/archive", response_model=s.AgentOut, responses=ERRORS)
+def archive_agent(agent_id: str, actor: OrgActor, db: SessionDep, now: NowDep) -> s.AgentOut:
+    return present.agent(agents.archive_agent(db, actor=actor, agent_id=agent_id, at=now))
+
+
+@router.post(ORG + "/agents/{agent_id}/unarchive", response_model=s.AgentOut, responses=ERRORS)
+def unarchive_agent(
+    agent_id: str, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
+) -> JSONResponse:
+    def action() -> s.AgentOut:
+        change = agents.unarchive_agent(db, env=env, actor=actor, agent_id=agent_id, at=now)
+        return present.agent(change.agent, change)
+
+    return run_idempotent(request, db, scope=actor.org_id, now=now, body=None, action=action)
+
+
+@router.delete(ORG + "/agents/{agent_id}", status_code=204, responses=ERRORS)
+def delete_agent(agent_id: str, actor: OrgActor, db: SessionDep) -> Response:
+    agents.delete_agent(db, actor=actor, agent_id=agent_id)
+    return Response(status_code=204)
+
+
+@router.get(ORG + "/members", response_model=list[s.UserOut], responses=ERRORS)
+def list_members(actor: OrgActor, db: SessionDep) -> list[s.UserOut]:
+    return [present.user(u) for u in members.list_members(db, actor=actor)]
+
+
+@router.delete(ORG + "/members/{user_id}", status_code=204, responses=ERRORS)
+def remove_member(user_id: str, actor: OrgActor, db: SessionDep) -> Response:
+    members.remove_member(db, actor=actor, user_id=user_id)
+    return Response(status_code=204)
+
+
+@router.get(ORG + "/invitations", response_model=list[s.InvitationOut], responses=ERRORS)
+def list_invitations(actor: OrgActor, db: SessionDep) -> list[s.InvitationOut]:
+    return [present.invitation(i) for i in members.list_invitations(db, actor=actor)]
+
+
+@router.post(ORG + "/invitations", status_code=201, response_model=s.CreatedInvitation, responses=ERRORS)
+def create_invitation(
+    body: s.CreateInvitation, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
+) -> JSONResponse:
+    def action() -> s.CreatedInvitation:
+        new = members.invite(db, env=env, actor=actor, email=body.email, role=body.role, at=now)
+        return s.CreatedInvitation(**present.invitation(new.invitation).model_dump(), token=new.token,
+                                   restored_slots=new.restored_slots)
+
+    return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action, status_code=201)
+
+
+@router.delete(ORG + "/invitations/{invitation_id}", status_code=204, responses=ERRORS)
+def revoke_invitation(invitation_id: str, actor: OrgActor, db: SessionDep) -> Response:
+    members.revoke_invitation(db, actor=actor, invitation_id=invitation_id)
+    return Response(status_code=204)
+
+
+@router.post("/v1/invitations/{token}/accept", status_code=201, response_model=s.UserWithToken,
+             responses=ERRORS)
+def accept_invitation(token: str, body: s.AcceptInvitation, db: SessionDep, now: NowDep) -> s.UserWithToken:
+    new = members.accept_invitation(db, token=token, name=body.name, password=body.password, at=now)
+    return s.UserWithToken(**present.user(new.user).model_dump(), api_token=new.api_token)

@@ -1,0 +1,310 @@
+"""Request and response bodies. Money is an integer of minor units beside its ``currency``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from slotwise.catalog import MAX_SLOTS_PER_CHANGE, MIN_SLOTS_PER_CHANGE
+
+Quantity = Annotated[int, Field(strict=True, ge=MIN_SLOTS_PER_CHANGE, le=MAX_SLOTS_PER_CHANGE)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320,
+                                         pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+CardNumber = Annotated[str, StringConstraints(min_length=12, max_length=30, pattern=r"^[0-9 -]+$")]
+PlanCode = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+class CreateOrganization(Body):
+    name: Name
+    owner_email: Email
+    owner_name: Name | None = None
+    owner_password: Password | None = None
+    plan: PlanCode = "free"
+    card_number: CardNumber | None = None
+
+
+class CreateUser(Body):
+    email: Email
+    name: Name | None = None
+    password: Password | None = None
+    role: Literal["admin", "member"]
+
+
+class MoveClock(Body):
+    advance_days: Annotated[int, Field(strict=True, ge=0, le=3660)] | None = None
+    to: datetime | None = None
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> MoveClock:
+        if (self.advance_days is None) == (self.to is None):
+            raise ValueError("give exactly one of advance_days or to")
+        if self.to is not None and self.to.tzinfo is None:
+            raise ValueError("'to' needs a time zone, e.g. 2026-12-15T00:00:00Z")
+        return self
+
+
+class PreviewRequest(Body):
+    action: Literal["add", "remove"]
+    quantity: Quantity | None = None
+    all: bool = False
+
+    @model_validator(mode="after")
+    def quantity_or_all(self) -> PreviewRequest:
+        if self.action == "add" and (self.quantity is None or self.all):
+            raise ValueError("adding needs a quantity")
+        if self.action == "remove" and (self.quantity is None) == (not self.all):
+            raise ValueError("give a quantity or all: true")
+        return self
+
+
+class AddSlots(Body):
+    quantity: Quantity
+
+
+class RemoveSlots(Body):
+    quantity: Quantity | None = None
+    all: bool = False
+
+    @model_validator(mode="after")
+    def quantity_or_all(self) -> RemoveSlots:
+        if (self.quantity is None) == (not self.all):
+            raise ValueError("give a quantity or all: true")
+        return self
+
+
+class CreateAgent(Body):
+    name: Name
+
+
+class CreateInvitation(Body):
+    email: Email
+    role: Literal["admin", "member"] = "member"
+
+
+class AcceptInvitation(Body):
+    name: Name | None = None
+    password: Password
+
+
+class ChangePlan(Body):
+    plan: PlanCode
+
+
+class PaymentMethodIn(Body):
+    card_number: CardNumber
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class PlanOut(BaseModel):
+    code: str
+    name: str
+    price: int | None
+    currency: str
+    agents: int | None
+    members: int | None
+    teams: bool
+    credits: int | None
+    self_serve: bool
+
+
+class PeriodOut(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    plan: str
+    status: Literal["active", "past_due", "canceled"]
+    plan_price: int
+    currency: str
+    current_period: PeriodOut
+    next_billing_date: datetime
+    days_remaining: int
+    scheduled_plan: str | None
+
+
+class CapacityOut(BaseModel):
+    addon: str
+    included: int
+    active_slots: int
+    renewal_slots: int
+    total: int
+    renewal_total: int
+    used: int
+
+
+class PaymentMethodOut(BaseModel):
+    brand: str
+    last4: str
+
+
+class OrganizationOut(BaseModel):
+    id: str
+    name: str
+    plan: PlanOut
+    subscription: SubscriptionOut | None
+    capacity: dict[str, CapacityOut]
+    monthly_total: int
+    currency: str
+    payment_method: PaymentMethodOut | None
+    created_at: datetime
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    name: str
+    role: str
+    created_at: datetime
+
+
+class UserWithToken(UserOut):
+    api_token: str
+
+
+class CreatedOrganization(BaseModel):
+    id: str
+    name: str
+    plan: str
+    owner: UserWithToken
+    created_at: datetime
+
+
+class InvoiceLineOut(BaseModel):
+    description: str
+    kind: str
+    code: str
+    quantity: int
+    unit_price: int
+    amount: int
+    currency: str
+    period_start: datetime
+    period_end: datetime
+    days_left: int
+    days_in_period: int
+    proration: str
+
+
+class InvoiceOut(BaseModel):
+    id: str
+    number: int
+    kind: str
+    status: Literal["open", "paid"]
+    currency: str
+    total: int
+    period_start: datetime
+    period_end: datetime
+    created_at: datetime
+    paid_at: datetime | None
+    lines: list[InvoiceLineOut]
+
+
+class AddonOut(BaseModel):
+    code: str
+    name: str
+    resource: str
+    price_per_slot: int
+    currency: str
+    available: bool
+    reason: str | None
+    active_slots: int
+    renewal_slots: int
+    scheduled_removal: int
+    monthly_cost: int
+    effective_at: datetime | None
+
+
+class PreviewOut(BaseModel):
+    addon: str
+    action: Literal["add", "remove"]
+    quantity: int
+    price_per_slot: int
+    currency: str
+    charge_now: int
+    days_left: int | None
+    days_in_period: int | None
+    proration: str | None
+    current_slots: int
+    new_slots: int
+    current_capacity: int
+    new_capacity: int
+    current_monthly_total: int
+    new_monthly_total: int
+    effective_at: datetime | None
+    allowed: bool
+    reason: str | None
+    message: str | None
+    must_free: int | None
+
+
+class SlotChangeOut(BaseModel):
+    message: str
+    addon: AddonOut
+    invoice: InvoiceOut | None
+    effective_at: datetime | None
+
+
+class AgentOut(BaseModel):
+    id: str
+    name: str
+    status: Literal["active", "archived"]
+    archived_at: datetime | None
+    created_at: datetime
+    notice: str | None = None
+    restored_slots: int = 0
+
+
+class InvitationOut(BaseModel):
+    id: str
+    email: str
+    role: str
+    created_at: datetime
+
+
+class CreatedInvitation(InvitationOut):
+    token: str
+    restored_slots: int
+
+
+class PlanChangeOut(BaseModel):
+    message: str
+    kind: str
+    plan: str
+    effective_at: datetime
+    invoice: InvoiceOut | None
+
+
+class PaymentMethodUpdated(BaseModel):
+    payment_method: PaymentMethodOut
+    retried_invoices: list[InvoiceOut]
+
+
+class SweepOut(BaseModel):
+    at: datetime
+    renewed: list[str]
+    canceled: list[str]
+    payments_failed: list[str]
+    retried_paid: list[str]
+    retried_failed: list[str]

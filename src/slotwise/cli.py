@@ -1,0 +1,152 @@
+"""The ``slotwise`` command: serve, migrate, billing run, and the operator's commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import timedelta
+from typing import Any
+
+import click
+
+from slotwise.api import present
+from slotwise.api import schemas as s
+from slotwise.catalog import load_catalog
+from slotwise.clock import Clock, SimulatedClock, SystemClock
+from slotwise.config import Settings, parse_instant
+from slotwise.db import make_engine, make_sessionmaker, transaction
+from slotwise.errors import SlotwiseError
+from slotwise.gateway import SandboxGateway
+from slotwise.migrate import upgrade
+from slotwise.services import organizations, renewals
+from slotwise.services.context import Env
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.settings = Settings.from_env()
+        self.sessions = make_sessionmaker(make_engine(self.settings.database_url))
+        self.env = Env(catalog=load_catalog(self.settings.catalog_path), gateway=SandboxGateway())
+        self.clock: Clock = (
+            SimulatedClock(self.settings.clock_start) if self.settings.clock == "simulated" else SystemClock()
+        )
+
+
+def _echo(model: Any) -> None:
+    click.echo(json.dumps(model.model_dump(mode="json"), indent=2))
+
+
+def _fail(error: SlotwiseError) -> None:
+    click.echo(json.dumps(error.body(), indent=2), err=True)
+    sys.exit(1)
+
+
+@click.group()
+def main() -> None:
+    """slotwise: plans, per-slot add-ons and pro-rated billing for an AI agent platform."""
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    settings = Settings.from_env()
+    upgrade(settings.database_url)
+    click.echo("Database is up to date.")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int)
+def serve(host: str, port: int, workers: int) -> None:
+    """Migrate, then serve the API and pages."""
+    import uvicorn
+
+    upgrade(Settings.from_env().database_url)
+    uvicorn.run("slotwise.asgi:app", host=host, port=port, workers=workers, proxy_headers=True)
+
+
+@main.group()
+def billing() -> None:
+    """Renewals and payment retries."""
+
+
+@billing.command("run")
+def billing_run() -> None:
+    """Renew every due subscription and retry failed payments, at the current time."""
+    rt = Runtime()
+    with rt.sessions.begin() as db:
+        at = rt.clock.now(db)
+    _echo(present.sweep(at, renewals.sweep(rt.sessions, env=rt.env, at=at)))
+
+
+@main.group()
+def operator() -> None:
+    """What the operator API does, from the command line."""
+
+
+@operator.command("create-org")
+@click.option("--name", required=True)
+@click.option("--owner-email", required=True)
+@click.option("--owner-name")
+@click.option("--owner-password")
+@click.option("--plan", default="free", show_default=True)
+@click.option("--card-number")
+def create_org(name: str, owner_email: str, owner_name: str | None, owner_password: str | None,
+               plan: str, card_number: str | None) -> None:
+    """Create an organization and its Owner (prints the Owner's API token once)."""
+    rt = Runtime()
+    try:
+        with transaction(rt.sessions) as db:
+            created = organizations.create_organization(
+                db, env=rt.env, name=name, owner_email=owner_email, owner_name=owner_name,
+                owner_password=owner_password, plan_code=plan, card_number=card_number, at=rt.clock.now(db))
+            org, owner = created.organization, created.owner
+            out = s.CreatedOrganization(
+                id=org.id, name=org.name, plan=org.plan_code, created_at=org.created_at,
+                owner=s.UserWithToken(**present.user(owner.user).model_dump(), api_token=owner.api_token))
+    except SlotwiseError as error:
+        _fail(error)
+    _echo(out)
+
+
+@operator.command("add-user")
+@click.argument("org_id")
+@click.option("--email", required=True)
+@click.option("--name")
+@click.option("--password")
+@click.option("--role", type=click.Choice(["admin", "member"]), default="member", show_default=True)
+def add_user(org_id: str, email: str, name: str | None, password: str | None, role: str) -> None:
+    """Add a member to an organization (takes a seat)."""
+    rt = Runtime()
+    try:
+        with transaction(rt.sessions) as db:
+            new = organizations.add_user(db, env=rt.env, org_id=org_id, email=email, name=name,
+                                         password=password, role=role,  # type: ignore[arg-type]
+                                         at=rt.clock.now(db))
+            out = s.UserWithToken(**present.user(new.user).model_dump(), api_token=new.api_token)
+    except SlotwiseError as error:
+        _fail(error)
+    _echo(out)
+
+
+@operator.command("clock")
+@click.option("--advance-days", type=int)
+@click.option("--to", "to_text")
+def clock(advance_days: int | None, to_text: str | None) -> None:
+    """Move the simulated clock forwards and run what came due."""
+    if (advance_days is None) == (to_text is None):
+        raise click.UsageError("give exactly one of --advance-days or --to")
+    rt = Runtime()
+    with rt.sessions.begin() as db:
+        now = rt.clock.now(db)
+    target = parse_instant(to_text) if to_text else now + timedelta(days=advance_days or 0)
+    try:
+        at, report = renewals.advance_clock(rt.sessions, env=rt.env, clock=rt.clock, to=target)
+    except SlotwiseError as error:
+        _fail(error)
+    _echo(present.sweep(at, report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Settings, all from ``SLOTWISE_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept plain ``sqlite:///path`` and ``postgresql://…`` URLs and pick the driver ourselves."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def parse_instant(text: str) -> datetime:
+    """ISO 8601 to an aware UTC datetime; a date alone means midnight UTC."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    operator_key: str | None
+    catalog_path: str | None
+    clock: str  # "system" | "simulated"
+    clock_start: datetime | None
+    secure_cookies: bool
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e = dict(os.environ if env is None else env)
+        start = e.get("SLOTWISE_CLOCK_START")
+        clock = e.get("SLOTWISE_CLOCK", "system").lower()
+        if clock not in ("system", "simulated"):
+            raise ValueError("SLOTWISE_CLOCK must be 'system' or 'simulated'")
+        return cls(
+            database_url=normalize_database_url(
+                e.get("SLOTWISE_DATABASE_URL", "sqlite:///slotwise.db")
+            ),
+            operator_key=e.get("SLOTWISE_OPERATOR_KEY") or None,
+            catalog_path=e.get("SLOTWISE_CATALOG") or None,
+            clock=clock,
+            clock_start=parse_instant(start) if start else None,
+            secure_cookies=e.get("SLOTWISE_SECURE_COOKIES", "").lower() in ("1", "true", "yes"),
+        )

@@ -1,0 +1,94 @@
+"""Every refusal slotwise makes: a class with a stable ``code``, an HTTP status and details.
+
+Services raise these; the API renders them in one place as
+``{"error": {"code": …, "message": …, **details}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+OWNER_ONLY_MESSAGE = "Add-ons are Owner Only. Ask your organization owner to make the change."
+
+
+class SlotwiseError(Exception):
+    code = "error"
+    status = 400
+    default_message = "The request could not be completed."
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or self.default_message
+        self.details = details
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+
+class Unauthenticated(SlotwiseError):
+    code, status, default_message = "unauthenticated", 401, "A valid bearer token is required."
+
+
+class OwnerOnly(SlotwiseError):
+    code, status, default_message = "owner_only", 403, OWNER_ONLY_MESSAGE
+
+
+class Forbidden(SlotwiseError):
+    code, status, default_message = "forbidden", 403, "Your role does not allow this."
+
+
+class NotFound(SlotwiseError):
+    code, status, default_message = "not_found", 404, "Not found."
+
+
+class InvalidRequest(SlotwiseError):
+    code, status, default_message = "invalid_request", 422, "The request is not valid."
+
+
+class SubscriptionRequired(SlotwiseError):
+    code, status = "subscription_required", 409
+    default_message = "Add-ons need an active subscription. Choose a paid plan first."
+
+
+class AddonUnavailable(SlotwiseError):
+    code, status, default_message = "addon_unavailable", 409, "This add-on is not offered on your plan."
+
+
+class TeamsUnavailable(SlotwiseError):
+    code, status = "teams_unavailable", 409
+    default_message = "Upgrade to use team: your plan has no team option."
+
+
+class LimitReached(SlotwiseError):
+    code, status, default_message = "limit_reached", 409, "You have reached your plan's limit."
+
+
+class BelowUsage(SlotwiseError):
+    code, status, default_message = "below_usage", 409, "You can't remove slots below what you're using."
+
+
+class PaymentFailed(SlotwiseError):
+    code, status, default_message = "payment_failed", 402, "Your card was declined."
+
+
+class IdempotencyConflict(SlotwiseError):
+    code, status = "idempotency_conflict", 409
+    default_message = "This Idempotency-Key was already used with a different request."
+
+
+class PlanUnavailable(SlotwiseError):
+    code, status = "plan_unavailable", 409
+    default_message = "This plan is not available for self-serve checkout. Contact sales."
+
+
+class Conflict(SlotwiseError):
+    code, status, default_message = "conflict", 409, "That conflicts with the current state."
+
+
+class EmailTaken(SlotwiseError):
+    code, status, default_message = "email_taken", 409, "A user with this email already exists."
+
+
+class ClockNotSimulated(SlotwiseError):
+    code, status = "clock_not_simulated", 409
+    default_message = "The clock can only be moved when SLOTWISE_CLOCK=simulated."

@@ -1,0 +1,178 @@
+"""Every query slotwise makes, named for what it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from slotwise.models import (
+    Agent,
+    ApiToken,
+    IdempotencyRecord,
+    Invitation,
+    Invoice,
+    OrgAddon,
+    Organization,
+    Subscription,
+    User,
+)
+
+
+def organization(db: Session, org_id: str) -> Organization | None:
+    return db.get(Organization, org_id)
+
+
+def locked_organization(db: Session, org_id: str) -> Organization | None:
+    """The organization row, locked until the transaction ends.
+
+    Every change to an organization's capacity, slots, plan or invoices takes this lock first, so
+    check-then-change is atomic (SQLite gets the same from BEGIN IMMEDIATE) and locks are always
+    taken in the same order.
+    """
+    return db.get(Organization, org_id, with_for_update=True, populate_existing=True)
+
+
+def user_for_token_hash(db: Session, token_hash: str) -> User | None:
+    return db.scalar(
+        select(User).join(ApiToken, ApiToken.user_id == User.id).where(ApiToken.token_hash == token_hash)
+    )
+
+
+def user_by_email(db: Session, email: str) -> User | None:
+    return db.scalar(select(User).where(func.lower(User.email) == email.lower()))
+
+
+def user_in_org(db: Session, org_id: str, user_id: str) -> User | None:
+    return db.scalar(select(User).where(User.id == user_id, User.org_id == org_id))
+
+
+def users_of_org(db: Session, org_id: str) -> Sequence[User]:
+    return db.scalars(select(User).where(User.org_id == org_id).order_by(User.created_at, User.id)).all()
+
+
+def owner_of_org(db: Session, org_id: str) -> User | None:
+    return db.scalar(select(User).where(User.org_id == org_id, User.role == "owner"))
+
+
+def member_count(db: Session, org_id: str) -> int:
+    return db.scalar(select(func.count()).select_from(User).where(User.org_id == org_id)) or 0
+
+
+def pending_invitation_count(db: Session, org_id: str) -> int:
+    return db.scalar(select(func.count()).select_from(Invitation).where(Invitation.org_id == org_id)) or 0
+
+
+def active_agent_count(db: Session, org_id: str) -> int:
+    query = select(func.count()).select_from(Agent).where(Agent.org_id == org_id, Agent.archived_at.is_(None))
+    return db.scalar(query) or 0
+
+
+def invitations_of_org(db: Session, org_id: str) -> Sequence[Invitation]:
+    query = select(Invitation).where(Invitation.org_id == org_id).order_by(Invitation.created_at, Invitation.id)
+    return db.scalars(query).all()
+
+
+def invitation_in_org(db: Session, org_id: str, invitation_id: str) -> Invitation | None:
+    return db.scalar(select(Invitation).where(Invitation.id == invitation_id, Invitation.org_id == org_id))
+
+
+def invitation_by_email(db: Session, org_id: str, email: str) -> Invitation | None:
+    query = select(Invitation).where(Invitation.org_id == org_id, func.lower(Invitation.email) == email.lower())
+    return db.scalar(query)
+
+
+def invitation_by_token_hash(db: Session, token_hash: str) -> Invitation | None:
+    return db.scalar(select(Invitation).where(Invitation.token_hash == token_hash))
+
+
+def agents_of_org(db: Session, org_id: str) -> Sequence[Agent]:
+    return db.scalars(select(Agent).where(Agent.org_id == org_id).order_by(Agent.created_at, Agent.id)).all()
+
+
+def agent_in_org(db: Session, org_id: str, agent_id: str) -> Agent | None:
+    return db.scalar(select(Agent).where(Agent.id == agent_id, Agent.org_id == org_id))
+
+
+def current_subscription(db: Session, org_id: str) -> Subscription | None:
+    """The organization's subscription that is not canceled (at most one, kept so by the org lock)."""
+    query = select(Subscription).where(Subscription.org_id == org_id, Subscription.status != "canceled")
+    return db.scalar(query)
+
+
+def addons_of_org(db: Session, org_id: str) -> dict[str, OrgAddon]:
+    rows = db.scalars(select(OrgAddon).where(OrgAddon.org_id == org_id)).all()
+    return {row.addon_code: row for row in rows}
+
+
+def invoices_of_org(db: Session, org_id: str, *, limit: int = 100) -> Sequence[Invoice]:
+    query = select(Invoice).where(Invoice.org_id == org_id).order_by(Invoice.number.desc()).limit(limit)
+    return db.scalars(query).all()
+
+
+def invoice_in_org(db: Session, org_id: str, invoice_id: str) -> Invoice | None:
+    return db.scalar(select(Invoice).where(Invoice.id == invoice_id, Invoice.org_id == org_id))
+
+
+def open_invoices_of_subscription(db: Session, subscription_id: str) -> Sequence[Invoice]:
+    query = (
+        select(Invoice)
+        .where(Invoice.subscription_id == subscription_id, Invoice.status == "open")
+        .order_by(Invoice.number)
+    )
+    return db.scalars(query).all()
+
+
+def open_invoice_ids_of_org(db: Session, org_id: str) -> Sequence[str]:
+    query = select(Invoice.id).where(Invoice.org_id == org_id, Invoice.status == "open").order_by(Invoice.number)
+    return db.scalars(query).all()
+
+
+def due_subscriptions(db: Session, at: datetime, *, limit: int) -> Sequence[tuple[str, str]]:
+    """(org_id, subscription_id) of subscriptions whose period ended by ``at``, oldest first."""
+    query = (
+        select(Subscription.org_id, Subscription.id)
+        .where(Subscription.status != "canceled", Subscription.period_end <= at)
+        .order_by(Subscription.period_end, Subscription.id)
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in db.execute(query)]
+
+
+def due_retries(db: Session, at: datetime, *, limit: int) -> Sequence[tuple[str, str]]:
+    """(org_id, invoice_id) of open invoices whose next payment retry is due by ``at``."""
+    query = (
+        select(Invoice.org_id, Invoice.id)
+        .where(Invoice.status == "open", Invoice.next_retry_at <= at)
+        .order_by(Invoice.next_retry_at, Invoice.id)
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in db.execute(query)]
+
+
+def next_due_instant(db: Session) -> datetime | None:
+    """The earliest renewal or retry that is scheduled at all."""
+    renewal = db.scalar(select(func.min(Subscription.period_end)).where(Subscription.status != "canceled"))
+    retry = db.scalar(select(func.min(Invoice.next_retry_at)).where(Invoice.status == "open"))
+    # min() over the UTCDateTime column loses the type decorator on SQLite; normalize here.
+    found = [_as_utc(v) for v in (renewal, retry) if v is not None]
+    return min(found) if found else None
+
+
+def _as_utc(value: datetime | str) -> datetime:
+    from slotwise.config import parse_instant
+
+    if isinstance(value, str):
+        return parse_instant(value)
+    return parse_instant(value.isoformat())
+
+
+def idempotency_record(db: Session, scope: str, key: str) -> IdempotencyRecord | None:
+    return db.get(IdempotencyRecord, (scope, key), populate_existing=True)
+
+
+def delete_idempotency_records_before(db: Session, before: datetime) -> int:
+    result = db.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < before))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,172 @@
+"""Buying and removing add-on slots (SPEC §4), Owner Only.
+
+Invariant kept by every function here: ``usage ≤ plan + renewal slots ≤ plan + active slots``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from slotwise import repositories as repo
+from slotwise.capacity import AddonQuote, OrgSnapshot, quote_add, quote_remove
+from slotwise.catalog import Addon
+from slotwise.errors import InvalidRequest, NotFound, PaymentFailed, SubscriptionRequired
+from slotwise.models import Invoice, OrgAddon, Organization
+from slotwise.services.context import Actor, Env, require_owner
+from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
+from slotwise.services.snapshot import load_snapshot
+
+ADDED = "Slots added successfully."
+REMOVED = "Slots removed successfully."
+KEPT = "Your slots will be kept."
+
+
+@dataclass(frozen=True, slots=True)
+class AddonView:
+    addon: Addon
+    available: bool
+    reason: str | None
+    active_slots: int
+    renewal_slots: int
+    unit_price: int
+    effective_at: datetime | None  # when a scheduled removal takes effect
+
+    @property
+    def monthly_cost(self) -> int:
+        return self.renewal_slots * self.addon.price_per_slot
+
+
+def _addon(env: Env, code: str) -> Addon:
+    addon = env.catalog.addons.get(code)
+    if addon is None:
+        raise NotFound(f"No add-on {code!r}.")
+    return addon
+
+
+def _org(db: Session, actor: Actor, *, lock: bool) -> Organization:
+    org = repo.locked_organization(db, actor.org_id) if lock else repo.organization(db, actor.org_id)
+    if org is None:
+        raise NotFound("No such organization.")
+    return org
+
+
+def list_addons(db: Session, *, env: Env, actor: Actor) -> Sequence[AddonView]:
+    snap = load_snapshot(db, env.catalog, _org(db, actor, lock=False))
+    return [_view(snap, addon) for addon in env.catalog.addons.values()]
+
+
+def _view(snap: OrgSnapshot, addon: Addon) -> AddonView:
+    slots = snap.slots_of(addon)
+    reason = None if snap.period is not None else "Add-ons need an active subscription."
+    reason = reason or addon.unavailable_reason(snap.plan)
+    pending = snap.period is not None and slots.renewal < slots.active
+    return AddonView(
+        addon=addon,
+        available=reason is None,
+        reason=reason,
+        active_slots=slots.active,
+        renewal_slots=slots.renewal,
+        unit_price=slots.unit_price if slots.unit_price is not None else addon.price_per_slot,
+        effective_at=snap.period.end if pending and snap.period else None,
+    )
+
+
+def preview(
+    db: Session, *, env: Env, actor: Actor, addon_code: str, action: str, quantity: int | None, at: datetime
+) -> AddonQuote:
+    """Exactly the numbers ``add_slots`` / ``remove_slots`` would use now; changes nothing."""
+    require_owner(actor)
+    addon = _addon(env, addon_code)
+    snap = load_snapshot(db, env.catalog, _org(db, actor, lock=False))
+    if action == "add":
+        if quantity is None:
+            raise InvalidRequest("Give a quantity to add.", field="quantity")
+        return quote_add(snap, addon, quantity, at)
+    return quote_remove(snap, addon, quantity, at)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotChange:
+    quote: AddonQuote
+    view: AddonView
+    invoice: Invoice | None
+    message: str
+
+
+def add_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, quantity: int, at: datetime) -> SlotChange:
+    """Charge the pro-rated price for ``quantity`` slots, then grant them (active and renewal).
+
+    The invoice, the charge and the new slots commit together; a declined card raises
+    ``payment_failed`` and the caller's rollback leaves nothing behind.
+    """
+    require_owner(actor)
+    addon = _addon(env, addon_code)
+    org = _org(db, actor, lock=True)
+    snap = load_snapshot(db, env.catalog, org)
+    quote = quote_add(snap, addon, quantity, at)
+    if quote.refusal is not None:
+        raise quote.refusal
+    sub = repo.current_subscription(db, org.id)
+    assert sub is not None and snap.period is not None and quote.days_left is not None
+    line = LineDraft(
+        "addon", addon.code,
+        line_description(addon.name, quantity, snap.period, quote.days_left, at),
+        quantity, quote.price_per_slot, quote.charge_now, snap.period, quote.days_left, snap.period.days,
+    )
+    invoice = issue_invoice(db, org=org, kind="addon", subscription_id=sub.id, period=snap.period,
+                            currency=addon.currency, lines=[line], at=at)
+    result = collect(db, env.gateway, org, invoice, at)
+    if not result.succeeded:
+        raise PaymentFailed(result.failure_message, decline_code=result.failure_code)
+    row = repo.addons_of_org(db, org.id).get(addon.code)
+    if row is None:
+        row = OrgAddon(org_id=org.id, addon_code=addon.code, active_slots=0, renewal_slots=0,
+                       unit_price=quote.price_per_slot, currency=addon.currency, updated_at=at)
+        db.add(row)
+    row.active_slots += quantity
+    row.renewal_slots += quantity
+    row.updated_at = at
+    db.flush()
+    return SlotChange(quote, _view(load_snapshot(db, env.catalog, org), addon), invoice, ADDED)
+
+
+def remove_slots(
+    db: Session, *, env: Env, actor: Actor, addon_code: str, quantity: int | None, at: datetime
+) -> SlotChange:
+    """Schedule a removal for the next billing date (``quantity=None``: the whole add-on).
+
+    No refund; capacity stays until renewal. Refused with ``below_usage`` if the reduced limit would
+    be below what is in use.
+    """
+    require_owner(actor)
+    addon = _addon(env, addon_code)
+    org = _org(db, actor, lock=True)
+    snap = load_snapshot(db, env.catalog, org)
+    quote = quote_remove(snap, addon, quantity, at)
+    if quote.refusal is not None:
+        raise quote.refusal
+    row = repo.addons_of_org(db, org.id)[addon.code]
+    row.renewal_slots -= quote.quantity
+    row.updated_at = at
+    db.flush()
+    return SlotChange(quote, _view(load_snapshot(db, env.catalog, org), addon), None, REMOVED)
+
+
+def keep_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, at: datetime) -> AddonView:
+    """Undo a scheduled removal before renewal, at no charge."""
+    require_owner(actor)
+    addon = _addon(env, addon_code)
+    org = _org(db, actor, lock=True)
+    if repo.current_subscription(db, org.id) is None:
+        raise SubscriptionRequired()
+    row = repo.addons_of_org(db, org.id).get(addon.code)
+    if row is None or row.renewal_slots == row.active_slots:
+        raise InvalidRequest("There is no scheduled removal to undo.")
+    row.renewal_slots = row.active_slots
+    row.updated_at = at
+    db.flush()
+    return _view(load_snapshot(db, env.catalog, org), addon)

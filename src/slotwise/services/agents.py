@@ -1,0 +1,94 @@
+"""Agents: created within capacity, archived to free a slot, unarchived only into a free slot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from slotwise import repositories as repo
+from slotwise.capacity import reserve_growth
+from slotwise.errors import Conflict, NotFound
+from slotwise.models import Agent, Organization, new_id
+from slotwise.services.context import Actor, Env
+from slotwise.services.organizations import apply_restore
+from slotwise.services.snapshot import load_snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class AgentChange:
+    agent: Agent
+    restored_slots: int = 0  # a scheduled removal this change undid
+
+    @property
+    def notice(self) -> str | None:
+        if not self.restored_slots:
+            return None
+        n = self.restored_slots
+        return (
+            f"Your scheduled removal of Additional Chatbot Slots was reduced by {n} "
+            f"slot{'s' if n != 1 else ''} so this agent stays covered after your next billing date."
+        )
+
+
+def _locked_org(db: Session, actor: Actor) -> Organization:
+    org = repo.locked_organization(db, actor.org_id)
+    if org is None:
+        raise NotFound("No such organization.")
+    return org
+
+
+def list_agents(db: Session, *, actor: Actor) -> Sequence[Agent]:
+    return repo.agents_of_org(db, actor.org_id)
+
+
+def create_agent(db: Session, *, env: Env, actor: Actor, name: str, at: datetime) -> AgentChange:
+    """A new agent if one more fits the capacity paid for, else ``limit_reached``.
+
+    Holds the organization lock across count and insert, so concurrent creations at the limit
+    cannot both succeed.
+    """
+    org = _locked_org(db, actor)
+    decision = reserve_growth(load_snapshot(db, env.catalog, org), "agents")
+    apply_restore(db, org.id, decision.addon, decision.restore_slots, at)
+    agent = Agent(id=new_id("agt"), org_id=org.id, name=name.strip(), archived_at=None, created_at=at)
+    db.add(agent)
+    db.flush()
+    return AgentChange(agent, decision.restore_slots)
+
+
+def _agent(db: Session, actor: Actor, agent_id: str) -> Agent:
+    agent = repo.agent_in_org(db, actor.org_id, agent_id)
+    if agent is None:
+        raise NotFound("No such agent.")
+    return agent
+
+
+def archive_agent(db: Session, *, actor: Actor, agent_id: str, at: datetime) -> Agent:
+    """Archived agents keep their data but count for nothing."""
+    _locked_org(db, actor)
+    agent = _agent(db, actor, agent_id)
+    if agent.archived_at is None:
+        agent.archived_at = at
+    return agent
+
+
+def unarchive_agent(db: Session, *, env: Env, actor: Actor, agent_id: str, at: datetime) -> AgentChange:
+    """Unarchiving needs a free slot, exactly like creating."""
+    org = _locked_org(db, actor)
+    agent = _agent(db, actor, agent_id)
+    if agent.archived_at is None:
+        raise Conflict("This agent is not archived.")
+    decision = reserve_growth(load_snapshot(db, env.catalog, org), "agents")
+    apply_restore(db, org.id, decision.addon, decision.restore_slots, at)
+    agent.archived_at = None
+    db.flush()
+    return AgentChange(agent, decision.restore_slots)
+
+
+def delete_agent(db: Session, *, actor: Actor, agent_id: str) -> None:
+    _locked_org(db, actor)
+    db.delete(_agent(db, actor, agent_id))
+    db.flush()

@@ -1,0 +1,41 @@
+"""Who is acting, and what the services need from outside (catalog, card gateway)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from slotwise.catalog import Catalog
+from slotwise.errors import Forbidden, OwnerOnly
+from slotwise.gateway import CardGateway
+
+Role = Literal["owner", "admin", "member"]
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    user_id: str
+    org_id: str
+    role: Role
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == "owner"
+
+
+@dataclass(frozen=True, slots=True)
+class Env:
+    catalog: Catalog
+    gateway: CardGateway
+
+
+def require_owner(actor: Actor) -> None:
+    """Add-ons, plan and payment method are Owner Only (the help page's wording)."""
+    if not actor.is_owner:
+        raise OwnerOnly()
+
+
+def require_manager(actor: Actor) -> None:
+    """Members and invitations are managed by the Owner and admins."""
+    if actor.role not in ("owner", "admin"):
+        raise Forbidden("Only the organization owner or an admin can manage the team.")

@@ -1,0 +1,122 @@
+"""Issuing invoices and collecting them through the card gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from slotwise.gateway import CardGateway, ChargeResult
+from slotwise.models import Charge, Invoice, InvoiceLine, Organization, new_id
+from slotwise.periods import Period, short_range
+
+
+@dataclass(frozen=True, slots=True)
+class LineDraft:
+    kind: str  # plan | addon | credit
+    code: str
+    description: str
+    quantity: int
+    unit_price: int
+    amount: int
+    period: Period
+    days_left: int
+    days_in_period: int
+
+
+def line_description(name: str, quantity: int | None, period: Period, days_left: int, start: datetime) -> str:
+    """``Additional Chatbot Slots × 2, Nov 26 – Dec 15, 19/30 days`` (factor only when partial)."""
+    label = f"{name} × {quantity}" if quantity is not None else name
+    text = f"{label}, {short_range(start.date(), period.end.date())}"
+    return text if days_left == period.days else f"{text}, {days_left}/{period.days} days"
+
+
+def issue_invoice(
+    db: Session,
+    *,
+    org: Organization,
+    kind: str,
+    subscription_id: str | None,
+    period: Period,
+    currency: str,
+    lines: list[LineDraft],
+    at: datetime,
+    billing_key: str | None = None,
+) -> Invoice:
+    """A new open invoice numbered after the organization's last. Caller holds the org lock."""
+    org.invoice_seq += 1
+    invoice = Invoice(
+        id=new_id("inv"),
+        org_id=org.id,
+        number=org.invoice_seq,
+        subscription_id=subscription_id,
+        kind=kind,
+        billing_key=billing_key,
+        period_start=period.start,
+        period_end=period.end,
+        currency=currency,
+        total=sum(line.amount for line in lines),
+        status="open",
+        created_at=at,
+        attempt_count=0,
+    )
+    invoice.lines = [
+        InvoiceLine(
+            id=new_id("il"),
+            org_id=org.id,
+            position=position,
+            kind=line.kind,
+            code=line.code,
+            description=line.description,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            amount=line.amount,
+            period_start=line.period.start,
+            period_end=line.period.end,
+            days_left=line.days_left,
+            days_in_period=line.days_in_period,
+        )
+        for position, line in enumerate(lines, start=1)
+    ]
+    db.add(invoice)
+    db.flush()
+    return invoice
+
+
+def collect(db: Session, gateway: CardGateway, org: Organization, invoice: Invoice, at: datetime) -> ChargeResult:
+    """Try to collect an open invoice; marks it paid only when the card was charged.
+
+    The gateway's idempotency key is the invoice and attempt number, so a retried request never
+    charges the same attempt twice at the processor.
+    """
+    invoice.attempt_count += 1
+    if invoice.total <= 0:
+        invoice.status, invoice.paid_at = "paid", at
+        return ChargeResult(True, "no_charge")
+    if org.card_token is None:
+        result = ChargeResult(False, "no_card", "no_payment_method", "There is no card on file.")
+    else:
+        result = gateway.charge(
+            token=org.card_token,
+            amount=invoice.total,
+            currency=invoice.currency,
+            idempotency_key=f"{invoice.id}:{invoice.attempt_count}",
+        )
+    db.add(
+        Charge(
+            id=new_id("ch"),
+            org_id=org.id,
+            invoice_id=invoice.id,
+            amount=invoice.total,
+            currency=invoice.currency,
+            status="succeeded" if result.succeeded else "failed",
+            failure_code=result.failure_code,
+            gateway_reference=result.reference,
+            created_at=at,
+        )
+    )
+    if result.succeeded:
+        invoice.status, invoice.paid_at = "paid", at
+    db.flush()
+    return result

@@ -1,0 +1,106 @@
+"""Team members and invitations. A pending invitation holds a seat until revoked or accepted."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from slotwise import repositories as repo
+from slotwise.capacity import reserve_growth
+from slotwise.errors import Conflict, EmailTaken, Forbidden, InvalidRequest, NotFound, TeamsUnavailable
+from slotwise.models import Invitation, Organization, User, new_id
+from slotwise.security import hash_secret, new_secret
+from slotwise.services.context import Actor, Env, Role, require_manager
+from slotwise.services.organizations import NewUser, _new_user, apply_restore
+from slotwise.services.snapshot import load_snapshot
+
+
+def _locked_org(db: Session, org_id: str) -> Organization:
+    org = repo.locked_organization(db, org_id)
+    if org is None:
+        raise NotFound("No such organization.")
+    return org
+
+
+def list_members(db: Session, *, actor: Actor) -> Sequence[User]:
+    return repo.users_of_org(db, actor.org_id)
+
+
+def remove_member(db: Session, *, actor: Actor, user_id: str) -> None:
+    """Frees the seat at once. The Owner can't be removed."""
+    require_manager(actor)
+    _locked_org(db, actor.org_id)
+    user = repo.user_in_org(db, actor.org_id, user_id)
+    if user is None:
+        raise NotFound("No such member.")
+    if user.role == "owner":
+        raise Forbidden("The organization owner can't be removed.")
+    db.delete(user)
+    db.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class NewInvitation:
+    invitation: Invitation
+    token: str  # for the accept link; only its hash is stored
+    restored_slots: int = 0
+
+
+def list_invitations(db: Session, *, actor: Actor) -> Sequence[Invitation]:
+    return repo.invitations_of_org(db, actor.org_id)
+
+
+def invite(db: Session, *, env: Env, actor: Actor, email: str, role: Role, at: datetime) -> NewInvitation:
+    """A pending invitation, which takes a seat now. Refused at capacity or on plans without teams."""
+    require_manager(actor)
+    if role not in ("admin", "member"):
+        raise InvalidRequest("Invite people as 'admin' or 'member'.", field="role")
+    org = _locked_org(db, actor.org_id)
+    snap = load_snapshot(db, env.catalog, org)
+    if not snap.plan.teams:
+        raise TeamsUnavailable()
+    email = email.strip()
+    if repo.user_by_email(db, email) is not None:
+        raise EmailTaken(f"{email} already has an account.", field="email")
+    if repo.invitation_by_email(db, org.id, email) is not None:
+        raise Conflict(f"{email} has already been invited.", field="email")
+    decision = reserve_growth(snap, "members")
+    apply_restore(db, org.id, decision.addon, decision.restore_slots, at)
+    token, token_hash = new_secret("inv")
+    invitation = Invitation(
+        id=new_id("ivt"), org_id=org.id, email=email, role=role, token_hash=token_hash, created_at=at
+    )
+    db.add(invitation)
+    db.flush()
+    return NewInvitation(invitation, token, decision.restore_slots)
+
+
+def revoke_invitation(db: Session, *, actor: Actor, invitation_id: str) -> None:
+    require_manager(actor)
+    _locked_org(db, actor.org_id)
+    invitation = repo.invitation_in_org(db, actor.org_id, invitation_id)
+    if invitation is None:
+        raise NotFound("No such invitation.")
+    db.delete(invitation)
+    db.flush()
+
+
+def accept_invitation(db: Session, *, token: str, name: str | None, password: str, at: datetime) -> NewUser:
+    """The invitee becomes a member; the seat moves from the invitation to them."""
+    invitation = repo.invitation_by_token_hash(db, hash_secret(token))
+    if invitation is None:
+        raise NotFound("This invitation is no longer valid.")
+    _locked_org(db, invitation.org_id)
+    invitation = repo.invitation_by_token_hash(db, hash_secret(token))
+    if invitation is None:
+        raise NotFound("This invitation is no longer valid.")
+    if repo.user_by_email(db, invitation.email) is not None:
+        raise EmailTaken(f"{invitation.email} already has an account.")
+    org_id, email, role = invitation.org_id, invitation.email, invitation.role
+    db.delete(invitation)
+    db.flush()
+    return _new_user(db, org_id=org_id, email=email, name=name, role=role,  # type: ignore[arg-type]
+                     password=password, at=at)

@@ -1,0 +1,160 @@
+"""Creating organizations and users (the operator's side), and reading an organization."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from slotwise import repositories as repo
+from slotwise.capacity import ResourceCapacity, monthly_total, reserve_growth, resource_capacity
+from slotwise.catalog import RESOURCES
+from slotwise.errors import EmailTaken, InvalidRequest, NotFound, TeamsUnavailable
+from slotwise.models import ApiToken, Organization, Subscription, User, new_id
+from slotwise.security import hash_password, new_secret
+from slotwise.services.context import Env, Role
+from slotwise.services.snapshot import load_snapshot
+
+DEFAULT_CARD = "4242424242424242"
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    user: User
+    api_token: str  # shown once; only its hash is stored
+
+
+def _new_user(
+    db: Session, *, org_id: str, email: str, name: str | None, role: Role, password: str | None, at: datetime
+) -> NewUser:
+    email = email.strip()
+    if repo.user_by_email(db, email) is not None:
+        raise EmailTaken(f"A user with the email {email} already exists.", field="email")
+    user = User(
+        id=new_id("usr"),
+        org_id=org_id,
+        email=email,
+        name=(name or email.split("@")[0]).strip(),
+        role=role,
+        password_hash=hash_password(password) if password else None,
+        created_at=at,
+    )
+    token, token_hash = new_secret("swt")
+    db.add(user)
+    db.flush()
+    db.add(ApiToken(token_hash=token_hash, user_id=user.id, org_id=org_id, created_at=at))
+    return NewUser(user, token)
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrganization:
+    organization: Organization
+    owner: NewUser
+
+
+def create_organization(
+    db: Session,
+    *,
+    env: Env,
+    name: str,
+    owner_email: str,
+    owner_name: str | None,
+    owner_password: str | None,
+    plan_code: str,
+    card_number: str | None,
+    at: datetime,
+) -> NewOrganization:
+    """A new organization with its Owner, on ``free`` or subscribed to a paid plan at once.
+
+    A paid plan bills its first period immediately; if the card is declined nothing is created.
+    """
+    from slotwise.services.subscriptions import start_subscription
+
+    if plan_code not in env.catalog.plans:
+        raise InvalidRequest(f"Unknown plan {plan_code!r}.", field="plan")
+    card = env.gateway.store_card(card_number or DEFAULT_CARD)
+    org = Organization(
+        id=new_id("org"),
+        name=name.strip(),
+        plan_code="free",
+        invoice_seq=0,
+        card_token=card.token,
+        card_brand=card.brand,
+        card_last4=card.last4,
+        created_at=at,
+    )
+    db.add(org)
+    db.flush()
+    owner = _new_user(
+        db, org_id=org.id, email=owner_email, name=owner_name, role="owner", password=owner_password, at=at
+    )
+    if plan_code != "free":
+        start_subscription(db, env=env, org=org, plan_code=plan_code, at=at, operator=True)
+    return NewOrganization(org, owner)
+
+
+def add_user(
+    db: Session,
+    *,
+    env: Env,
+    org_id: str,
+    email: str,
+    name: str | None,
+    password: str | None,
+    role: Role,
+    at: datetime,
+) -> NewUser:
+    """A member added directly by the operator; takes a seat like an accepted invitation."""
+    org = repo.locked_organization(db, org_id)
+    if org is None:
+        raise NotFound("No such organization.")
+    if role == "owner":
+        raise InvalidRequest("An organization has exactly one owner.", field="role")
+    snap = load_snapshot(db, env.catalog, org)
+    if not snap.plan.teams:
+        raise TeamsUnavailable()
+    decision = reserve_growth(snap, "members")
+    apply_restore(db, org_id, decision.addon, decision.restore_slots, at)
+    return _new_user(db, org_id=org_id, email=email, name=name, role=role, password=password, at=at)
+
+
+def apply_restore(db: Session, org_id: str, addon_code: str, restore: int, at: datetime) -> None:
+    """Shrink a scheduled removal by ``restore`` slots (usage grew into them)."""
+    if restore <= 0:
+        return
+    row = repo.addons_of_org(db, org_id)[addon_code]
+    row.renewal_slots += restore
+    row.updated_at = at
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationSummary:
+    organization: Organization
+    subscription: Subscription | None
+    plan_code: str
+    scheduled_plan_code: str | None
+    capacity: dict[str, ResourceCapacity]
+    renewal_capacity: dict[str, int]
+    monthly_total: int
+    currency: str
+
+
+def organization_summary(db: Session, *, env: Env, org_id: str) -> OrganizationSummary:
+    from slotwise.capacity import renewal_capacity
+
+    org = repo.organization(db, org_id)
+    if org is None:
+        raise NotFound("No such organization.")
+    snap = load_snapshot(db, env.catalog, org)
+    sub = repo.current_subscription(db, org_id)
+    return OrganizationSummary(
+        organization=org,
+        subscription=sub,
+        plan_code=org.plan_code,
+        scheduled_plan_code=sub.scheduled_plan_code if sub else None,
+        capacity={r: resource_capacity(snap, r) for r in RESOURCES},
+        renewal_capacity={r: renewal_capacity(snap, r) for r in RESOURCES},
+        monthly_total=monthly_total(snap),
+        currency=snap.plan.currency,
+    )

@@ -1,0 +1,130 @@
+"""Starting a paid plan, upgrading at once with pro-ration, downgrading at renewal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from slotwise import repositories as repo
+from slotwise.capacity import plan_change_refusal
+from slotwise.catalog import Plan
+from slotwise.errors import InvalidRequest, NotFound, PaymentFailed, PlanUnavailable
+from slotwise.models import Invoice, Organization, Subscription, new_id
+from slotwise.periods import period_at_index
+from slotwise.proration import prorate
+from slotwise.services.context import Actor, Env, require_owner
+from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
+from slotwise.services.snapshot import load_snapshot, subscription_period
+
+
+@dataclass(frozen=True, slots=True)
+class PlanChange:
+    kind: str  # started | upgraded | downgrade_scheduled | downgrade_canceled
+    plan_code: str
+    effective_at: datetime
+    invoice: Invoice | None = None
+
+    @property
+    def message(self) -> str:
+        return {
+            "started": "Your subscription has started.",
+            "upgraded": "Your plan was upgraded.",
+            "downgrade_scheduled": "Your plan will change at your next billing date.",
+            "downgrade_canceled": "Your scheduled plan change was canceled.",
+        }[self.kind]
+
+
+def _charge_or_refuse(db: Session, env: Env, org: Organization, invoice: Invoice, at: datetime) -> None:
+    result = collect(db, env.gateway, org, invoice, at)
+    if not result.succeeded:
+        raise PaymentFailed(result.failure_message, decline_code=result.failure_code)
+
+
+def start_subscription(
+    db: Session, *, env: Env, org: Organization, plan_code: str, at: datetime, operator: bool = False
+) -> PlanChange:
+    """Subscribe a free organization: the first period is anchored now and billed in full at once."""
+    plan = env.catalog.plan(plan_code)
+    if plan.price is None and not operator:
+        raise PlanUnavailable()
+    price = plan.price or 0
+    sub = Subscription(
+        id=new_id("sub"),
+        org_id=org.id,
+        plan_code=plan.code,
+        plan_price=price,
+        currency=plan.currency,
+        status="active",
+        anchor_at=at,
+        period_index=0,
+        period_start=at,
+        period_end=period_at_index(at, 0).end,
+        scheduled_plan_code=None,
+        created_at=at,
+    )
+    db.add(sub)
+    db.flush()
+    period = period_at_index(at, 0)
+    line = LineDraft("plan", plan.code, line_description(f"{plan.name} plan", None, period, period.days, at),
+                     1, price, price, period, period.days, period.days)
+    invoice = issue_invoice(db, org=org, kind="subscription", subscription_id=sub.id, period=period,
+                            currency=plan.currency, lines=[line], at=at, billing_key=f"period:{sub.id}:0")
+    _charge_or_refuse(db, env, org, invoice, at)
+    org.plan_code = plan.code
+    return PlanChange("started", plan.code, at, invoice)
+
+
+def change_plan(db: Session, *, env: Env, actor: Actor, plan_code: str, at: datetime) -> PlanChange:
+    """Move to ``plan_code``: an upgrade now (pro-rated, the unused old plan credited on the same
+    invoice), a downgrade at the next billing date if usage and add-ons fit the new plan."""
+    require_owner(actor)
+    org = repo.locked_organization(db, actor.org_id)
+    if org is None:
+        raise NotFound("No such organization.")
+    new_plan = env.catalog.plans.get(plan_code)
+    if new_plan is None:
+        raise InvalidRequest(f"Unknown plan {plan_code!r}.", field="plan")
+    if not new_plan.self_serve:
+        raise PlanUnavailable(f"{new_plan.name} has custom terms. Contact sales to move to it.")
+    current = env.catalog.plan(org.plan_code)
+    sub = repo.current_subscription(db, org.id)
+    if sub is None:
+        if new_plan.is_free:
+            raise InvalidRequest("You are already on the Free plan.", field="plan")
+        return start_subscription(db, env=env, org=org, plan_code=plan_code, at=at)
+    if new_plan.code == current.code:
+        if sub.scheduled_plan_code is None:
+            raise InvalidRequest(f"You are already on {current.name}.", field="plan")
+        sub.scheduled_plan_code = None
+        return PlanChange("downgrade_canceled", current.code, at)
+    if new_plan.rank > current.rank:
+        return _upgrade(db, env=env, org=org, sub=sub, old=current, new=new_plan, at=at)
+    refusal = plan_change_refusal(load_snapshot(db, env.catalog, org), new_plan)
+    if refusal is not None:
+        raise refusal
+    sub.scheduled_plan_code = new_plan.code
+    return PlanChange("downgrade_scheduled", new_plan.code, sub.period_end)
+
+
+def _upgrade(
+    db: Session, *, env: Env, org: Organization, sub: Subscription, old: Plan, new: Plan, at: datetime
+) -> PlanChange:
+    period = subscription_period(sub)
+    new_price = new.price or 0
+    charge = prorate(quantity=1, unit_price=new_price, period=period, at=at)
+    credit = prorate(quantity=1, unit_price=sub.plan_price, period=period, at=at)
+    lines = [
+        LineDraft("plan", new.code, line_description(f"{new.name} plan", None, period, charge.days_left, at),
+                  1, new_price, charge.amount, period, charge.days_left, charge.days_in_period),
+        LineDraft("credit", old.code,
+                  line_description(f"Unused time on {old.name} plan", None, period, credit.days_left, at),
+                  -1, sub.plan_price, -credit.amount, period, credit.days_left, credit.days_in_period),
+    ]
+    invoice = issue_invoice(db, org=org, kind="upgrade", subscription_id=sub.id, period=period,
+                            currency=new.currency, lines=lines, at=at)
+    _charge_or_refuse(db, env, org, invoice, at)
+    sub.plan_code, sub.plan_price, sub.scheduled_plan_code = new.code, new_price, None
+    org.plan_code = new.code
+    return PlanChange("upgraded", new.code, at, invoice)
