@@ -148,5 +148,34 @@ def clock(advance_days: int | None, to_text: str | None) -> None:
     _echo(present.sweep(at, report))
 
 
+CLOCK_HINT = ' (move it: POST /v1/operator/clock {"advance_days": 30})'
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=int)
+def demo(port: int) -> None:
+    """Seed the demo organization (once) and print how to use it."""
+    from slotwise import demo as seed
+
+    rt = Runtime()
+    with transaction(rt.sessions) as db:
+        access = seed.seed_demo(db, env=rt.env, at_now=rt.clock.now(db))
+    base = f"http://127.0.0.1:{port}"
+    key = rt.settings.operator_key or "(set SLOTWISE_OPERATOR_KEY)"
+    click.echo(f"""
+slotwise demo — {"seeded" if access.created else "already seeded"}: Acme Robotics on the Pro plan
+  Pages:     {base}/login   owner {seed.OWNER_EMAIL} / {seed.OWNER_PASSWORD}
+                             member {seed.MEMBER_EMAIL} / {seed.MEMBER_PASSWORD}
+  API:       {base}/docs (OpenAPI at {base}/openapi.json)
+  Org id:    {access.org_id}
+  Owner API token (new each start): {access.owner_token}
+  Operator key: {key}
+  Clock:     {rt.settings.clock}{CLOCK_HINT if rt.settings.clock == "simulated" else ""}
+
+Try:
+  curl -s -H 'Authorization: Bearer {access.owner_token}' {base}/v1/organizations/{access.org_id}/addons
+""")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,46 @@
+# The two commands: `make demo` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+
+DEMO_DB     ?= sqlite:///slotwise-demo.db
+DEMO_KEY    ?= demo-operator-key
+DEMO_PORT   ?= 8000
+
+.PHONY: install demo test lint typecheck pytest postgres lock clean
+
+$(STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+demo: install
+	SLOTWISE_DATABASE_URL=$${SLOTWISE_DATABASE_URL:-$(DEMO_DB)} \
+	SLOTWISE_OPERATOR_KEY=$${SLOTWISE_OPERATOR_KEY:-$(DEMO_KEY)} \
+	SLOTWISE_CLOCK=$${SLOTWISE_CLOCK:-simulated} \
+	sh -c '$(BIN)/slotwise migrate >/dev/null && $(BIN)/slotwise demo --port $(DEMO_PORT) && \
+	       exec $(BIN)/slotwise serve --host 127.0.0.1 --port $(DEMO_PORT)'
+
+postgres:
+	scripts/ensure-postgres.sh
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+typecheck: install
+	$(BIN)/mypy src
+
+pytest: install postgres
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+lock:
+	$(BIN)/pip-compile -q --no-emit-index-url --no-emit-find-links --extra dev --strip-extras -o requirements.lock pyproject.toml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache slotwise-demo.db*

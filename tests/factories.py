@@ -1,0 +1,122 @@
+"""Test helpers that drive slotwise the way its users do: through the HTTP API."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.testclient import TestClient
+from httpx import Response
+
+_counter = itertools.count(1)
+
+GOOD_CARD = "4242424242424242"
+DECLINED_CARD = "4000000000000002"
+INSUFFICIENT_CARD = "4000000000009995"
+
+
+@dataclass
+class Org:
+    """An organization as its Owner sees it through the API."""
+
+    api: Api
+    id: str
+    owner_id: str
+    token: str
+
+    @property
+    def path(self) -> str:
+        return f"/v1/organizations/{self.id}"
+
+    def get(self, suffix: str = "", token: str | None = None) -> Response:
+        return self.api.client.get(self.path + suffix, headers=self.api.bearer(token or self.token))
+
+    def post(self, suffix: str, body: Any = None, token: str | None = None, key: str | None = None) -> Response:
+        headers = self.api.bearer(token or self.token)
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return self.api.client.post(self.path + suffix, json=body, headers=headers)
+
+    def put(self, suffix: str, body: Any, token: str | None = None) -> Response:
+        return self.api.client.put(self.path + suffix, json=body, headers=self.api.bearer(token or self.token))
+
+    def delete(self, suffix: str, token: str | None = None) -> Response:
+        return self.api.client.delete(self.path + suffix, headers=self.api.bearer(token or self.token))
+
+    def summary(self) -> dict[str, Any]:
+        response = self.get()
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def capacity(self, resource: str) -> dict[str, int]:
+        cap: dict[str, int] = self.summary()["capacity"][resource]
+        return cap
+
+    def add_slots(self, addon: str, quantity: int, **kw: Any) -> Response:
+        return self.post(f"/addons/{addon}/add", {"quantity": quantity}, **kw)
+
+    def remove_slots(self, addon: str, quantity: int | None = None, **kw: Any) -> Response:
+        body = {"all": True} if quantity is None else {"quantity": quantity}
+        return self.post(f"/addons/{addon}/remove", body, **kw)
+
+    def create_agents(self, count: int) -> list[str]:
+        ids = []
+        for _ in range(count):
+            response = self.post("/agents", {"name": f"Agent {next(_counter)}"})
+            assert response.status_code == 201, response.text
+            ids.append(response.json()["id"])
+        return ids
+
+    def add_member(self, role: str = "member") -> dict[str, Any]:
+        return self.api.add_user(self.id, role=role)
+
+    def invoices(self) -> list[dict[str, Any]]:
+        response = self.get("/invoices")
+        assert response.status_code == 200, response.text
+        body: list[dict[str, Any]] = response.json()
+        return body
+
+
+class Api:
+    def __init__(self, client: TestClient, operator_key: str) -> None:
+        self.client = client
+        self.operator_key = operator_key
+
+    @staticmethod
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def operator(self, path: str, body: Any) -> Response:
+        return self.client.post(f"/v1/operator{path}", json=body, headers=self.bearer(self.operator_key))
+
+    def create_org(self, plan: str = "pro", card: str | None = None, **extra: Any) -> Org:
+        n = next(_counter)
+        body = {"name": f"Org {n}", "owner_email": f"owner{n}@example.test", "plan": plan, **extra}
+        if card is not None:
+            body["card_number"] = card
+        response = self.operator("/organizations", body)
+        assert response.status_code == 201, response.text
+        data = response.json()
+        return Org(self, data["id"], data["owner"]["id"], data["owner"]["api_token"])
+
+    def add_user(self, org_id: str, role: str = "member", **extra: Any) -> dict[str, Any]:
+        n = next(_counter)
+        response = self.operator(f"/organizations/{org_id}/users",
+                                 {"email": f"user{n}@example.test", "role": role, **extra})
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def clock_to(self, to: str) -> dict[str, Any]:
+        response = self.operator("/clock", {"to": to})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def advance(self, days: int) -> dict[str, Any]:
+        response = self.operator("/clock", {"advance_days": days})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
