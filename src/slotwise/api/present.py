@@ -22,7 +22,7 @@ def plan(p: Plan) -> s.PlanOut:
 
 def invoice(inv: Invoice) -> s.InvoiceOut:
     return s.InvoiceOut(
-        id=inv.id, number=inv.number, kind=inv.kind, status=inv.status,  # type: ignore[arg-type]
+        id=inv.id, number=inv.number, kind=inv.kind, status=inv.status,
         currency=inv.currency, total=inv.total, period_start=inv.period_start, period_end=inv.period_end,
         created_at=inv.created_at, paid_at=inv.paid_at,
         lines=[
@@ -44,7 +44,7 @@ def organization(summary: OrganizationSummary, plan_obj: Plan, now: datetime) ->
         name=org.name,
         plan=plan(plan_obj),
         subscription=None if sub is None else s.SubscriptionOut(
-            id=sub.id, plan=sub.plan_code, status=sub.status,  # type: ignore[arg-type]
+            id=sub.id, plan=sub.plan_code, status=sub.status,
             plan_price=sub.plan_price, currency=sub.currency,
             current_period=s.PeriodOut(start=sub.period_start, end=sub.period_end),
             next_billing_date=sub.period_end,
