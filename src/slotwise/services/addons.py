@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from slotwise import repositories as repo
 from slotwise.capacity import AddonQuote, OrgSnapshot, quote_add, quote_remove
 from slotwise.catalog import Addon
-from slotwise.errors import InvalidRequest, NotFound, PaymentFailed, SubscriptionRequired
+from slotwise.errors import AddonUnavailable, InvalidRequest, NotFound, PaymentFailed, SubscriptionRequired
 from slotwise.models import Invoice, OrgAddon, Organization
 from slotwise.services.context import Actor, Env, require_owner
 from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
@@ -161,8 +161,14 @@ def keep_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, at: date
     require_owner(actor)
     addon = _addon(env, addon_code)
     org = _org(db, actor, lock=True)
-    if repo.current_subscription(db, org.id) is None:
+    snap = load_snapshot(db, env.catalog, org)
+    if snap.period is None:
         raise SubscriptionRequired()
+    if not addon.offered_on(snap.next_plan):
+        raise AddonUnavailable(
+            f"{addon.name} are not offered on {snap.next_plan.name}, which starts at your next billing date.",
+            addon=addon.code,
+        )
     row = repo.addons_of_org(db, org.id).get(addon.code)
     if row is None or row.renewal_slots == row.active_slots:
         raise InvalidRequest("There is no scheduled removal to undo.")
