@@ -33,7 +33,9 @@ OPERATOR_KEY = "test-operator-key"
 
 
 def postgres_url() -> str:
-    return os.environ.get("SLOTWISE_TEST_POSTGRES_URL", DEFAULT_PG)
+    """This test run's own database on the configured server, so concurrent runs never collide."""
+    base = os.environ.get("SLOTWISE_TEST_POSTGRES_URL", DEFAULT_PG)
+    return f"{base.split('?')[0]}_{os.getpid()}"
 
 
 def _postgres_required() -> bool:
@@ -69,6 +71,15 @@ def postgres_engine() -> Iterator[Engine]:
     Base.metadata.create_all(engine)
     yield engine
     engine.dispose()
+    _drop_postgres_database(postgres_url())
+
+
+def _drop_postgres_database(url: str) -> None:
+    target = normalize_database_url(url)
+    admin = create_engine(target.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'drop database if exists "{target.rsplit("/", 1)[1]}" with (force)'))
+    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -22,11 +22,16 @@ def migrated_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
         yield f"sqlite:///{tmp_path / 'migrated.db'}"
         return
     pg: Engine = request.getfixturevalue("postgres_engine")
-    base = postgres_url().rsplit("/", 1)[0]
-    with make_engine(base + "/postgres", isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(text("drop database if exists slotwise_migrations_test"))
-        conn.execute(text("create database slotwise_migrations_test"))
-    yield base + "/slotwise_migrations_test"
+    url = postgres_url() + "_migrations"
+    server, name = url.rsplit("/", 1)
+    admin = make_engine(server + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'drop database if exists "{name}"'))
+        conn.execute(text(f'create database "{name}"'))
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'drop database if exists "{name}" with (force)'))
+    admin.dispose()
     del pg
 
 
