@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slotwise import __version__
@@ -43,6 +44,18 @@ def install_error_handlers(app: FastAPI) -> None:
         body = {"error": {"code": "invalid_request", "message": "The request is not valid.",
                           "errors": _validation_details(exc)}}
         return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
+        # Only reachable through a race between two requests that no row lock orders (e.g. two new
+        # organizations claiming one owner email): the loser's transaction was rolled back whole.
+        body = {"error": {"code": "conflict", "message": "A concurrent request changed the same data. Try again."}}
+        return JSONResponse(body, status_code=409)
+
+    @app.exception_handler(OperationalError)
+    async def database_busy(_: Request, exc: OperationalError) -> JSONResponse:
+        body = {"error": {"code": "unavailable", "message": "The database is busy. Try again shortly."}}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -90,7 +90,7 @@ def create_organization(
         db, org_id=org.id, email=owner_email, name=owner_name, role="owner", password=owner_password, at=at
     )
     if plan_code != "free":
-        start_subscription(db, env=env, org=org, plan_code=plan_code, at=at, operator=True)
+        start_subscription(db, env=env, org=org, plan_code=plan_code, at=at)
     return NewOrganization(org, owner)
 
 

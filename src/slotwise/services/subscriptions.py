@@ -43,12 +43,14 @@ def _charge_or_refuse(db: Session, env: Env, org: Organization, invoice: Invoice
 
 
 def start_subscription(
-    db: Session, *, env: Env, org: Organization, plan_code: str, at: datetime, operator: bool = False
+    db: Session, *, env: Env, org: Organization, plan_code: str, at: datetime
 ) -> PlanChange:
     """Subscribe a free organization: the first period is anchored now and billed in full at once."""
     plan = env.catalog.plan(plan_code)
-    if plan.price is None and not operator:
-        raise PlanUnavailable()
+    if plan.price is None:
+        # Custom terms have no price or limits to bill or enforce: an operator sells them by adding
+        # a priced plan of their own to the catalog.
+        raise PlanUnavailable(f"{plan.name} has custom terms. Contact sales to move to it.")
     price = plan.price or 0
     sub = Subscription(
         id=new_id("sub"),
