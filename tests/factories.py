@@ -120,3 +120,58 @@ class Api:
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
+
+
+# --- helpers for the API and scenario suites ----------------------------------------------------
+
+def prorated(quantity: int, unit_price: int, period_start: str, period_end: str, today: str) -> int:
+    """SPEC §4 from first principles: round_half_up(N × price × days_left / days_in_period).
+
+    Dates are ISO ``YYYY-MM-DD`` (or longer ISO strings; only the date part counts).
+    """
+    from datetime import date
+
+    start, end, now = (date.fromisoformat(d[:10]) for d in (period_start, period_end, today))
+    days, left = (end - start).days, (end - now).days
+    numerator, denominator = abs(quantity * unit_price * left), days
+    rounded = (2 * numerator + denominator) // (2 * denominator)  # halves away from zero
+    return rounded if quantity * unit_price * left >= 0 else -rounded
+
+
+def preview(org: Org, addon: str, action: str, quantity: int | None = None, **kw: Any) -> Response:
+    body: dict[str, Any] = {"action": action}
+    body.update({"all": True} if quantity is None else {"quantity": quantity})
+    return org.post(f"/addons/{addon}/preview", body, **kw)
+
+
+def change_plan(org: Org, plan: str, **kw: Any) -> Response:
+    return org.post("/subscription", {"plan": plan}, **kw)
+
+
+def set_card(org: Org, card_number: str, **kw: Any) -> Response:
+    return org.put("/payment-method", {"card_number": card_number}, **kw)
+
+
+def invite(org: Org, email: str | None = None, role: str = "member", **kw: Any) -> Response:
+    return org.post("/invitations", {"email": email or f"invitee{next(_counter)}@example.test", "role": role}, **kw)
+
+
+def billing_run(api: Api) -> dict[str, Any]:
+    response = api.operator("/billing/run", None)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def error_of(response: Response, status: int, code: str) -> dict[str, Any]:
+    """The ``error`` object of a refusal, after checking its status and code."""
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code, error
+    return error
+
+
+def assert_invariant(org: Org) -> None:
+    """SPEC §4, per resource: used ≤ plan + renewal slots ≤ plan + active slots."""
+    for resource, cap in org.summary()["capacity"].items():
+        assert cap["used"] <= cap["renewal_total"] <= cap["total"], (resource, cap)
