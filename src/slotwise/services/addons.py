@@ -6,7 +6,7 @@ Invariant kept by every function here: ``usage ≤ plan + renewal slots ≤ plan
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -115,7 +115,8 @@ def add_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, quantity:
     line = LineDraft(
         "addon", addon.code,
         line_description(addon.name, quantity, snap.period, quote.days_left, at),
-        quantity, quote.price_per_slot, quote.charge_now, snap.period, quote.days_left, snap.period.days,
+        quantity, quote.price_per_slot, quote.charge_now, replace(snap.period, start=at), quote.days_left,
+        snap.period.days,
     )
     invoice = issue_invoice(db, org=org, kind="addon", subscription_id=sub.id, period=snap.period,
                             currency=addon.currency, lines=[line], at=at)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -117,12 +117,13 @@ def _upgrade(
     new_price = new.price or 0
     charge = prorate(quantity=1, unit_price=new_price, period=period, at=at)
     credit = prorate(quantity=1, unit_price=sub.plan_price, period=period, at=at)
+    rest = replace(period, start=at)  # what the pro-rated lines cover: from now to the period's end
     lines = [
         LineDraft("plan", new.code, line_description(f"{new.name} plan", None, period, charge.days_left, at),
-                  1, new_price, charge.amount, period, charge.days_left, charge.days_in_period),
+                  1, new_price, charge.amount, rest, charge.days_left, charge.days_in_period),
         LineDraft("credit", old.code,
                   line_description(f"Unused time on {old.name} plan", None, period, credit.days_left, at),
-                  -1, sub.plan_price, -credit.amount, period, credit.days_left, credit.days_in_period),
+                  -1, sub.plan_price, -credit.amount, rest, credit.days_left, credit.days_in_period),
     ]
     invoice = issue_invoice(db, org=org, kind="upgrade", subscription_id=sub.id, period=period,
                             currency=new.currency, lines=lines, at=at)
