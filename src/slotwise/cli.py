@@ -80,6 +80,22 @@ def billing_run() -> None:
     _echo(present.sweep(at, renewals.sweep(rt.sessions, env=rt.env, at=at)))
 
 
+@main.command()
+def doctor() -> None:
+    """Check the stored invariants (capacity, invoices, charges, billed periods); exit 1 on any violation."""
+    from slotwise.doctor import run_doctor
+
+    rt = Runtime()
+    found = run_doctor(rt.sessions, rt.env.catalog)
+    for violation in found.violations:
+        click.echo(str(violation))
+    summary = f"{found.organizations} organizations and {found.invoices} invoices checked"
+    if not found.healthy:
+        click.echo(f"slotwise doctor: {len(found.violations)} violation(s); {summary}.", err=True)
+        sys.exit(1)
+    click.echo(f"slotwise doctor: no violations; {summary}.")
+
+
 @main.group()
 def operator() -> None:
     """What the operator API does, from the command line."""
