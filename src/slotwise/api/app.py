@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from slotwise import __version__
+from slotwise import __version__, web
 from slotwise.api.deps import AppState
 from slotwise.api.routers import billing, operator, team
 from slotwise.catalog import Catalog, load_catalog
@@ -84,4 +84,5 @@ def create_app(
     install_error_handlers(app)
     for router in (operator.router, billing.router, team.router):
         app.include_router(router)
+    web.install(app)  # the customer pages (Jinja2) and their static files
     return app
