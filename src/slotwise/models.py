@@ -253,3 +253,14 @@ class WebSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class QuantityChange(Base):
+    """One committed add or removal of add-on slots, kept an hour for the per-organization rate limit
+    (in the database, so every server process counts the same changes)."""
+
+    __tablename__ = "quantity_changes"
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (Index("ix_quantity_changes_org_at", "org_id", "at"),)
