@@ -87,15 +87,18 @@ def renew_subscription(db: Session, *, env: Env, org_id: str, subscription_id: s
     return report
 
 
-def retry_invoice(db: Session, *, env: Env, org_id: str, invoice_id: str, at: datetime, scheduled: bool) -> bool:
-    """Try an open renewal invoice again. Scheduled retries follow ``RETRY_AFTER_DAYS``; after the
+def retry_invoice(
+    db: Session, *, env: Env, org_id: str, invoice_id: str, at: datetime, scheduled: bool
+) -> bool | None:
+    """Try an open renewal invoice again: True if paid, False if declined, None if nothing was due
+    (a concurrent sweep got there first). Scheduled retries follow ``RETRY_AFTER_DAYS``; after the
     last one the invoice stays open (and the subscription past_due) until the card is updated."""
     org = repo.locked_organization(db, org_id)
     invoice = db.get(Invoice, invoice_id, populate_existing=True)
     if org is None or invoice is None or invoice.status != "open":
-        return False
+        return None
     if scheduled and (invoice.next_retry_at is None or invoice.next_retry_at > at):
-        return False
+        return None
     when = invoice.next_retry_at if scheduled and invoice.next_retry_at else at
     paid = collect(db, env.gateway, org, invoice, when).succeeded
     if paid:
@@ -127,10 +130,9 @@ def sweep(factory: sessionmaker[Session], *, env: Env, at: datetime) -> SweepRep
             retries = repo.due_retries(db, at, limit=BATCH_SIZE)
         for org_id, invoice_id in retries:
             with factory.begin() as db:
-                if retry_invoice(db, env=env, org_id=org_id, invoice_id=invoice_id, at=at, scheduled=True):
-                    report.retried_paid.append(invoice_id)
-                else:
-                    report.retried_failed.append(invoice_id)
+                paid = retry_invoice(db, env=env, org_id=org_id, invoice_id=invoice_id, at=at, scheduled=True)
+            if paid is not None:  # None: another sweep already made this attempt; report only our own
+                (report.retried_paid if paid else report.retried_failed).append(invoice_id)
         if len(due) < BATCH_SIZE and len(retries) < BATCH_SIZE:
             break
     with factory.begin() as db:
