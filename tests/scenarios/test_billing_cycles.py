@@ -422,7 +422,7 @@ class TestBillingRunTwice:
         assert [i["period_end"] for i in renewals] == [
             iso("2027-01-15T09:00"), iso("2027-02-15T09:00"), iso("2027-03-15T09:00")]
 
-    def test_concurrent_runs(self, api: Api, jump: Any) -> None:
+    def test_concurrent_runs(self, api: Api, jump: Any, engine: Engine) -> None:
         orgs = [api.create_org(plan) for plan in ("starter", "pro", "business", "pro")]
         ok(set_card(orgs[3], DECLINED_CARD))
         jump("2027-01-16T12:00:00Z")  # two renewals each, and the declined one's first retry is due
@@ -449,6 +449,11 @@ class TestBillingRunTwice:
             renewals = [i for i in all_invoices(org) if i["kind"] == "renewal"]
             assert [i["period_start"][:10] for i in renewals] == ["2026-12-15", "2027-01-15"]
         assert billing_run(api)["renewed"] == []
+        # The reports account for every charge attempt on the declined card, no more, no less.
+        failed = [i for report in reports for i in report["payments_failed"]]
+        retried = [i for report in reports for i in report["retried_failed"] + report["retried_paid"]]
+        assert len(failed) == 2
+        assert sum(TestFailedRenewal.attempts(engine, i) for i in set(failed)) == len(failed) + len(retried)
 
 
 class TestCatalogPriceChange:
