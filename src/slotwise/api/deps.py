@@ -78,11 +78,19 @@ def current_user_actor(request: Request, db: SessionDep) -> Actor:
     return Actor(user_id=user.id, org_id=user.org_id, role=user.role)  # type: ignore[arg-type]
 
 
-def org_actor(org: str, actor: Annotated[Actor, Depends(current_user_actor)]) -> Actor:
+def org_actor(org: str, request: Request, actor: Annotated[Actor, Depends(current_user_actor)]) -> Actor:
     """The caller, who must belong to ``{org}``; any other organization is simply not found."""
     if actor.org_id != org:
         raise NotFound("No such organization.")
+    refuse_impossible_ids(request)
     return actor
+
+
+def refuse_impossible_ids(request: Request) -> None:
+    """No id holds a control character, so such an id is simply not found (PostgreSQL would
+    otherwise refuse a NUL in the lookup and the client would get a 500)."""
+    if any(ch < " " or ch == "\x7f" for value in request.path_params.values() for ch in str(value)):
+        raise NotFound()
 
 
 OrgActor = Annotated[Actor, Depends(org_actor)]
@@ -95,6 +103,7 @@ def operator(request: Request, state: StateDep) -> None:
     key = state.settings.operator_key
     if not key or not hmac.compare_digest(bearer_token(request).encode(), key.encode()):
         raise Unauthenticated("The operator key is required.")
+    refuse_impossible_ids(request)
 
 
 OperatorDep = Depends(operator)

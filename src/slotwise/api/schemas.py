@@ -10,9 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from slotwise.catalog import MAX_SLOTS_PER_CHANGE, MIN_SLOTS_PER_CHANGE
 
 Quantity = Annotated[int, Field(strict=True, ge=MIN_SLOTS_PER_CHANGE, le=MAX_SLOTS_PER_CHANGE)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# No control characters in anything stored as text: PostgreSQL refuses NUL outright (a 500, not a
+# 4xx), SQLite would keep it, and neither belongs in a name or an address.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
+                                        pattern=r"^[^\x00-\x1f\x7f]+$")]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320,
-                                         pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+                                         pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 CardNumber = Annotated[str, StringConstraints(min_length=12, max_length=30, pattern=r"^[0-9 -]+$")]
 PlanCode = Annotated[str, StringConstraints(min_length=1, max_length=64)]
