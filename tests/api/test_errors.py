@@ -172,7 +172,39 @@ class TestNotFound:
         assert len(org.invoices()) == 1
 
 
+    def test_ids_no_object_can_have(self, api: Api) -> None:
+        """A NUL in an id is just an unknown id (PostgreSQL would otherwise fail the lookup: a 500)."""
+        org = api.create_org("pro")
+        for response in (
+            org.get("/invoices/inv%00x"),
+            org.post("/agents/agt%00x/archive"),
+            org.delete("/agents/agt%00x"),
+            org.delete("/members/usr%00x"),
+            org.delete("/invitations/ivt%00x"),
+            api.client.post("/v1/operator/organizations/org%00x/users", json={"email": "n@example.test",
+                                                                                "role": "member"},
+                            headers=api.bearer(api.operator_key)),
+        ):
+            error_of(response, 404, "not_found")
+
+
 class TestInvalidRequest:
+    @pytest.mark.parametrize(("path", "body"), [
+        ("/agents", {"name": "Sales\u0000Bot"}),
+        ("/agents", {"name": "Line\nbreak"}),
+        ("/invitations", {"email": "nul\u0000@example.test"}),
+    ])
+    def test_control_characters_in_stored_text(self, api: Api, path: str, body: dict[str, Any]) -> None:
+        org = api.create_org("pro")
+        error_of(org.post(path, body), 422, "invalid_request")
+        assert org.capacity("agents")["used"] == 0 and org.capacity("members")["used"] == 1
+
+    def test_control_characters_in_a_new_organization(self, api: Api) -> None:
+        for body in ({"name": "Acme\u0000", "owner_email": "ctl1@example.test"},
+                     {"name": "Acme", "owner_email": "ctl\u0000@example.test"},
+                     {"name": "Acme", "owner_email": "ctl2@example.test", "owner_name": "A\u0007B"}):
+            error_of(api.operator("/organizations", body), 422, "invalid_request")
+
     @pytest.mark.parametrize("body", [
         {"quantity": 0}, {"quantity": 101}, {"quantity": -1}, {"quantity": "2"}, {"quantity": 2.5},
         {"quantity": None}, {}, {"quantity": 2, "price": 1}, [2],
