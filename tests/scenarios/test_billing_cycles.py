@@ -216,7 +216,7 @@ class TestFailedRenewal:
         retried_at = []
         for day in range(1, 8):
             just_before = api.clock_to(f"2026-12-{15 + day:02d}T08:59:00Z")
-            assert just_before["retried_failed"] == [] or day - 1 in (1, 3, 5)
+            assert just_before["retried_failed"] == [] and just_before["retried_paid"] == []
             at = api.clock_to(f"2026-12-{15 + day:02d}T09:00:00Z")
             assert at["retried_paid"] == []
             if at["retried_failed"]:
@@ -256,6 +256,18 @@ class TestFailedRenewal:
         assert api.clock_to("2026-12-18T09:00:00Z")["retried_failed"] == [renewal_id]
         assert api.clock_to("2026-12-20T09:00:00Z")["retried_failed"] == [renewal_id]
         assert self.attempts(engine, renewal_id) == 5
+
+    def test_a_new_card_pays_every_open_renewal_at_once(self, api: Api) -> None:
+        org = api.create_org("starter")
+        ok(set_card(org, DECLINED_CARD))
+        api.clock_to("2027-01-20T00:00:00Z")  # Dec 15 and Jan 15 both declined, all retries spent
+        open_ids = [i["id"] for i in all_invoices(org) if i["status"] == "open"]
+        assert len(open_ids) == 2
+        updated = ok(set_card(org, GOOD_CARD))
+        assert sorted((i["id"], i["status"]) for i in updated["retried_invoices"]) == sorted(
+            (i, "paid") for i in open_ids)
+        assert subscription(org)["status"] == "active"
+        assert [i["status"] for i in all_invoices(org)] == ["paid"] * 3
 
     @staticmethod
     def attempts(engine: Engine, invoice_id: str) -> int:
