@@ -59,9 +59,7 @@ def _login_page(request: Request, *, email: str = "", error: str | None = None, 
 
 
 @router.get("/login")
-def login_form(request: Request, db: SessionDep, next: str = "") -> Response:
-    if find_session(db, request.cookies.get(SESSION_COOKIE)):
-        return redirect(request, safe_next(next))
+def login_form(request: Request, next: str = "") -> Response:
     return _login_page(request, next_path=next)
 
 
