@@ -61,6 +61,7 @@ class TestUnauthenticated:
                  "unauthenticated")
         error_of(api.client.post("/v1/operator/clock", json={"advance_days": 30}, headers=api.bearer("x")),
                  401, "unauthenticated")
+        # The refused clock call moved nothing: no renewal happened.
         assert org.summary()["subscription"]["current_period"]["start"].startswith("2026-11-15")
 
 
