@@ -26,7 +26,8 @@ class Runtime:
     def __init__(self) -> None:
         self.settings = Settings.from_env()
         self.sessions = make_sessionmaker(make_engine(self.settings.database_url))
-        self.env = Env(catalog=load_catalog(self.settings.catalog_path), gateway=SandboxGateway())
+        self.env = Env(catalog=load_catalog(self.settings.catalog_path), gateway=SandboxGateway(),
+                       quantity_changes_per_hour=self.settings.quantity_changes_per_hour)
         self.clock: Clock = (
             SimulatedClock(self.settings.clock_start) if self.settings.clock == "simulated" else SystemClock()
         )

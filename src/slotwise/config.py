@@ -32,6 +32,7 @@ class Settings:
     clock: str  # "system" | "simulated"
     clock_start: datetime | None
     secure_cookies: bool
+    quantity_changes_per_hour: int = 30
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -49,4 +50,5 @@ class Settings:
             clock=clock,
             clock_start=parse_instant(start) if start else None,
             secure_cookies=e.get("SLOTWISE_SECURE_COOKIES", "").lower() in ("1", "true", "yes"),
+            quantity_changes_per_hour=int(e.get("SLOTWISE_QUANTITY_CHANGES_PER_HOUR") or 30),
         )

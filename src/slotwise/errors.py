@@ -15,6 +15,7 @@ class SlotwiseError(Exception):
     code = "error"
     status = 400
     default_message = "The request could not be completed."
+    transient = False  # True: the same request may succeed later, so it is never replayed as an answer
 
     def __init__(self, message: str | None = None, **details: Any) -> None:
         self.message = message or self.default_message
@@ -23,6 +24,9 @@ class SlotwiseError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+    def headers(self) -> dict[str, str]:
+        return {}
 
 
 class Unauthenticated(SlotwiseError):
@@ -92,3 +96,11 @@ class EmailTaken(SlotwiseError):
 class ClockNotSimulated(SlotwiseError):
     code, status = "clock_not_simulated", 409
     default_message = "The clock can only be moved when SLOTWISE_CLOCK=simulated."
+
+
+class RateLimited(SlotwiseError):
+    code, status, transient = "rate_limited", 429, True
+    default_message = "Too many changes to add-on slots in the last hour. Try again later."
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.details.get("retry_after", 60))}

@@ -16,6 +16,7 @@ from slotwise.models import (
     Invoice,
     OrgAddon,
     Organization,
+    QuantityChange,
     Subscription,
     User,
 )
@@ -176,3 +177,14 @@ def idempotency_record(db: Session, scope: str, key: str) -> IdempotencyRecord |
 def delete_idempotency_records_before(db: Session, before: datetime) -> int:
     result = db.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < before))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def quantity_change_times_since(db: Session, org_id: str, since: datetime) -> Sequence[datetime]:
+    """When the organization's add-on quantity changes after ``since`` were made, oldest first."""
+    query = (select(QuantityChange.at).where(QuantityChange.org_id == org_id, QuantityChange.at > since)
+             .order_by(QuantityChange.at))
+    return db.scalars(query).all()
+
+
+def delete_quantity_changes_before(db: Session, org_id: str, before: datetime) -> None:
+    db.execute(delete(QuantityChange).where(QuantityChange.org_id == org_id, QuantityChange.at <= before))

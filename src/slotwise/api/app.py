@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slotwise import __version__, web
 from slotwise.api.deps import AppState
+from slotwise.api.limits import BodySizeLimit
 from slotwise.api.routers import billing, operator, team
 from slotwise.catalog import Catalog, load_catalog
 from slotwise.clock import Clock, SimulatedClock, SystemClock
@@ -37,7 +38,7 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SlotwiseError)
     async def slotwise_error(_: Request, exc: SlotwiseError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers() or None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -59,9 +60,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = HTTP_CODES.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "internal_error")
+        # FastAPI answers 400 for a body it could not decode at all (bad UTF-8, nesting too deep for
+        # the parser); that is the same invalid_request 422 as any other malformed JSON.
+        status = 422 if exc.status_code == 400 else exc.status_code
+        code = HTTP_CODES.get(status, "invalid_request" if status < 500 else "internal_error")
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
-        return JSONResponse({"error": {"code": code, "message": message}}, status_code=exc.status_code,
+        return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
                             headers=getattr(exc, "headers", None))
 
 
@@ -77,11 +81,13 @@ def create_app(
     engine = engine or make_engine(settings.database_url)
     if clock is None:
         clock = SimulatedClock(settings.clock_start) if settings.clock == "simulated" else SystemClock()
-    env = Env(catalog=catalog or load_catalog(settings.catalog_path), gateway=gateway or SandboxGateway())
+    env = Env(catalog=catalog or load_catalog(settings.catalog_path), gateway=gateway or SandboxGateway(),
+              quantity_changes_per_hour=settings.quantity_changes_per_hour)
     app = FastAPI(title="slotwise", version=__version__,
                   description="Plans, per-slot add-ons, pro-rated monthly billing and capacity.")
     app.state.slotwise = AppState(settings=settings, sessions=make_sessionmaker(engine), env=env, clock=clock)
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit)  # 413 above 64 KiB, before any parsing
     for router in (operator.router, billing.router, team.router):
         app.include_router(router)
     web.install(app)  # the customer pages (Jinja2) and their static files

@@ -78,6 +78,8 @@ def run_idempotent(
         with db.begin_nested():
             result, code = action().model_dump(mode="json"), status_code
     except SlotwiseError as error:
+        if error.transient:  # e.g. rate_limited: the same request may be answered differently later
+            raise
         result, code = error.body(), error.status
     record.status_code, record.response_body = code, json.dumps(result)
     db.flush()

@@ -18,6 +18,7 @@ from slotwise.errors import AddonUnavailable, InvalidRequest, NotFound, PaymentF
 from slotwise.models import Invoice, OrgAddon, Organization
 from slotwise.services.context import Actor, Env, require_owner
 from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
+from slotwise.services.limits import count_quantity_change
 from slotwise.services.snapshot import load_snapshot
 
 ADDED = "Slots added successfully."
@@ -110,6 +111,7 @@ def add_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, quantity:
     quote = quote_add(snap, addon, quantity, at)
     if quote.refusal is not None:
         raise quote.refusal
+    count_quantity_change(db, org_id=org.id, per_hour=env.quantity_changes_per_hour, at=at)
     sub = repo.current_subscription(db, org.id)
     assert sub is not None and snap.period is not None and quote.days_left is not None
     line = LineDraft(
@@ -150,6 +152,7 @@ def remove_slots(
     quote = quote_remove(snap, addon, quantity, at)
     if quote.refusal is not None:
         raise quote.refusal
+    count_quantity_change(db, org_id=org.id, per_hour=env.quantity_changes_per_hour, at=at)
     row = repo.addons_of_org(db, org.id)[addon.code]
     row.renewal_slots -= quote.quantity
     row.updated_at = at

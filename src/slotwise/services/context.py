@@ -27,6 +27,7 @@ class Actor:
 class Env:
     catalog: Catalog
     gateway: CardGateway
+    quantity_changes_per_hour: int = 30  # add/remove operations per organization (SPEC §9 abuse guard)
 
 
 def require_owner(actor: Actor) -> None:

@@ -17,6 +17,7 @@ router = APIRouter(tags=["billing"])
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": s.ErrorBody} for code in (401, 402, 403, 404, 409, 422)
 }
+LIMITED: dict[int | str, dict[str, object]] = {**ERRORS, 429: {"model": s.ErrorBody}}  # hourly cap on changes
 ORG = "/v1/organizations/{org}"
 
 
@@ -93,7 +94,7 @@ def preview_addon(
     return present.preview(quote)
 
 
-@router.post(ORG + "/addons/{code}/add", response_model=s.SlotChangeOut, responses=ERRORS)
+@router.post(ORG + "/addons/{code}/add", response_model=s.SlotChangeOut, responses=LIMITED)
 def add_slots(
     code: str, body: s.AddSlots, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
 ) -> JSONResponse:
@@ -104,7 +105,7 @@ def add_slots(
     return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action)
 
 
-@router.post(ORG + "/addons/{code}/remove", response_model=s.SlotChangeOut, responses=ERRORS)
+@router.post(ORG + "/addons/{code}/remove", response_model=s.SlotChangeOut, responses=LIMITED)
 def remove_slots(
     code: str, body: s.RemoveSlots, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep,
     now: NowDep,
