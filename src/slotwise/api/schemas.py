@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from slotwise.catalog import MAX_SLOTS_PER_CHANGE, MIN_SLOTS_PER_CHANGE
 
@@ -46,6 +46,14 @@ class CreateUser(Body):
 class MoveClock(Body):
     advance_days: Annotated[int, Field(strict=True, ge=0, le=3660)] | None = None
     to: datetime | None = None
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def iso_text(cls, value: object) -> object:
+        # Pydantic would read a bare number as epoch seconds; the document promises an ISO 8601 string.
+        if value is not None and not isinstance(value, str):
+            raise ValueError("'to' must be an ISO 8601 string, e.g. 2026-12-15T00:00:00Z")
+        return value
 
     @model_validator(mode="after")
     def exactly_one(self) -> MoveClock:
