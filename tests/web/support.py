@@ -137,6 +137,13 @@ class World:
 
         self.run(create)
 
+    def named_agents(self, org: SeededOrg, names: list[str]) -> None:
+        def create(db: Session, at: datetime) -> None:
+            for name in names:
+                agents.create_agent(db, env=self.state.env, actor=org.owner, name=name, at=at)
+
+        self.run(create)
+
     def member(self, org: SeededOrg, role: Role = "member", name: str = "Max Member") -> str:
         email = self._email(role)
         self.run(lambda db, at: organizations.add_user(

@@ -112,7 +112,8 @@ class TestRemoveSlots:
 
         dialog.get_by_role("button", name="One slot more").click()
         refusal = dialog.get_by_role("alert")
-        expect(refusal).to_contain_text("Archive or delete 1 agent first.")
+        expect(refusal).to_contain_text("Archive or delete 1 agent first")
+        expect(field(dialog, "must_free")).to_have_text("Agents to archive or delete first: 1")
         expect(refusal.get_by_role("link", name="Go to Agents")).to_have_attribute("href", "/agents")
         expect(dialog.get_by_role("button", name="Remove Slots")).to_be_disabled()
 
@@ -136,7 +137,7 @@ class TestRemoveSlots:
         sign_in(page, org.owner_email)
         page.get_by_role("button", name="Remove Add-on").click()
         dialog = page.get_by_role("dialog", name=re.compile("Remove Add-on"))
-        expect(dialog.get_by_role("alert")).to_contain_text("Archive or delete 3 agents first.")
+        expect(dialog.locator('[data-field="must_free"]')).to_have_text("Agents to archive or delete first: 3")
         expect(dialog.get_by_role("button", name="Remove Add-on")).to_be_disabled()
 
     def test_creating_an_agent_into_a_scheduled_removal_says_the_removal_shrank(

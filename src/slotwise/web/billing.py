@@ -42,8 +42,8 @@ def quote_display(q: AddonQuote) -> dict[str, str]:
     must_free = refusal.details.get("must_free") if refusal is not None else None
     to_free = ""
     if isinstance(must_free, int):
-        to_free = (f"Archive or delete {plural(must_free, 'agent')} first." if q.addon.resource == "agents"
-                   else f"Remove {plural(must_free, 'member')} or revoke invitations first.")
+        to_free = (f"Agents to archive or delete first: {must_free}" if q.addon.resource == "agents"
+                   else f"Members to remove or invitations to revoke first: {must_free}")
     return {
         "quantity": str(q.quantity),
         "price_per_slot": money(q.price_per_slot, currency),

@@ -1,0 +1,120 @@
+"""Screenshots of the customer pages at 1280 px and 390 px wide, into docs/screenshots/.
+
+Run with ``make screenshots`` (or ``.venv/bin/python -m tests.web.screenshots``). Seeds one demo-like
+organization on a fresh SQLite database, drives Debian's Chromium through the pages and dialogs.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.web.support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, LiveServer, SeededOrg, World
+
+OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+WIDTHS = (1280, 390)
+
+
+def seed(world: World) -> SeededOrg:
+    """Acme Robotics on Pro, 2 extra chatbot slots bought on Nov 26, 6 agents, every seat taken."""
+    org = world.org("pro", name="Acme Robotics")
+    world.clock_to("2026-11-26T12:00:00Z")
+    world.add_slots(org, "agent_slots", 2)
+    names = ["Support Assistant", "Sales Concierge", "Docs Helper", "Onboarding Guide", "Billing Bot",
+             "Returns Desk"]
+    world.named_agents(org, names)
+    world.member(org, role="admin", name="Ada Admin")
+    world.invite(org, "new.hire@acme.example")
+    return org
+
+
+def _add_dialog(page: Page) -> None:
+    page.goto("/billing/addons")
+    page.get_by_role("button", name="Add More Slots").click()
+    dialog = page.get_by_role("dialog", name="Add Additional Chatbot Slots")
+    dialog.get_by_role("button", name="One slot more").click()
+    dialog.locator('[data-field="charge_now"]').filter(has_text="$8.87").wait_for()
+
+
+def _remove_refused(page: Page) -> None:
+    page.goto("/billing/addons")
+    page.get_by_role("button", name="Remove Additional Chatbot Slots").click()
+    dialog = page.get_by_role("dialog", name="Remove Additional Chatbot Slots")
+    dialog.get_by_role("button", name="One slot more").click()
+    dialog.get_by_role("alert").wait_for()
+
+
+def _invoice(page: Page) -> None:
+    page.goto("/billing")
+    page.get_by_role("link", name="#2").click()
+    page.get_by_role("heading", name="Invoice #2").wait_for()
+
+
+SHOTS: list[tuple[str, Callable[[Page], None], bool]] = [
+    ("addons", lambda p: p.goto("/billing/addons"), True),
+    ("add-dialog", _add_dialog, False),
+    ("remove-refused", _remove_refused, False),
+    ("team", lambda p: p.goto("/team"), True),
+    ("agents", lambda p: p.goto("/agents"), True),
+    ("plans", lambda p: p.goto("/billing/plans"), True),
+    ("billing", lambda p: p.goto("/billing"), True),
+    ("invoice", _invoice, True),
+]
+
+
+def capture(browser: Browser, world: World, org: SeededOrg, width: int) -> list[Path]:
+    context = browser.new_context(base_url=world.url, viewport={"width": width, "height": 900 if width > 600 else 844},
+                                  device_scale_factor=1)
+    page = context.new_page()
+    page.goto("/login")
+    page.get_by_label("Email").fill(org.owner_email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign out").wait_for()
+    written = []
+    for name, go, full_page in SHOTS:
+        go(page)
+        page.wait_for_load_state("networkidle")
+        path = OUT / f"{name}-{width}.png"
+        page.screenshot(path=str(path), full_page=full_page)
+        written.append(path)
+    context.close()
+    return written
+
+
+def login_shot(browser: Browser, world: World) -> Path:
+    context = browser.new_context(base_url=world.url, viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    page.goto("/login")
+    path = OUT / "login-1280.png"
+    page.screenshot(path=str(path))
+    context.close()
+    return path
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    server = LiveServer().start()
+    try:
+        with tempfile.TemporaryDirectory() as folder, sync_playwright() as p:
+            world = World(server, Path(folder))
+            org = seed(world)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            written = [login_shot(browser, world)]
+            for width in WIDTHS:
+                written += capture(browser, world, org, width)
+            browser.close()
+            world.close()
+    finally:
+        server.stop()
+    for path in written:
+        print(f"{path.relative_to(OUT.parents[1])}  {path.stat().st_size // 1024} KB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
