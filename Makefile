@@ -8,7 +8,7 @@ DEMO_DB     ?= sqlite:///slotwise-demo.db
 DEMO_KEY    ?= demo-operator-key
 DEMO_PORT   ?= 8000
 
-.PHONY: install demo test lint typecheck pytest postgres lock clean
+.PHONY: install demo test lint typecheck pytest postgres chromium screenshots lock clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy src
 
-pytest: install postgres
+# The browser tests drive Debian's Chromium (Playwright's own download does not work here).
+chromium:
+	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+screenshots: install chromium
+	$(BIN)/python -m tests.web.screenshots
+
+pytest: install postgres chromium
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
