@@ -82,12 +82,13 @@ def billing_run() -> None:
 
 
 @main.command()
-def doctor() -> None:
+@click.option("--org", "org_ids", multiple=True, help="Check only this organization (repeatable).")
+def doctor(org_ids: tuple[str, ...]) -> None:
     """Check the stored invariants (capacity, invoices, charges, billed periods); exit 1 on any violation."""
     from slotwise.doctor import run_doctor
 
     rt = Runtime()
-    found = run_doctor(rt.sessions, rt.env.catalog)
+    found = run_doctor(rt.sessions, rt.env.catalog, org_ids=org_ids or None)
     for violation in found.violations:
         click.echo(str(violation))
     summary = f"{found.organizations} organizations and {found.invoices} invoices checked"

@@ -10,7 +10,7 @@ use, so a wrong query there cannot hide the damage it did. Checks, per organizat
 * ``slots_billed``: the active slots of an add-on are exactly those billed for this period (the
   renewal line plus the paid add-on invoices of the period): no slots without an invoice.
 * ``charges``: a paid invoice with a total above zero has exactly one succeeded charge, of that
-  amount; an open invoice has none.
+  amount; an open invoice has none; every collection attempt left exactly one charge record.
 * ``numbering``: invoice numbers run 1, 2, 3… per organization, without gaps or repeats, and the
   organization's counter stands at the last one.
 
@@ -21,7 +21,7 @@ without seeing half of someone else's transaction; on SQLite the transaction hol
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -59,20 +59,23 @@ class Diagnosis:
         return not self.violations
 
 
-def run_doctor(factory: sessionmaker[Session], catalog: Catalog) -> Diagnosis:
-    """Check every organization in one consistent read."""
+def run_doctor(
+    factory: sessionmaker[Session], catalog: Catalog, *, org_ids: Collection[str] | None = None
+) -> Diagnosis:
+    """Check every organization (or only ``org_ids``) in one consistent read."""
     with factory() as db:
         if db.get_bind().dialect.name == "postgresql":
             db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         try:
-            return diagnose(db, catalog)
+            return diagnose(db, catalog, org_ids=org_ids)
         finally:
             db.rollback()  # read-only: nothing to keep
 
 
-def diagnose(db: Session, catalog: Catalog) -> Diagnosis:
+def diagnose(db: Session, catalog: Catalog, *, org_ids: Collection[str] | None = None) -> Diagnosis:
     result = Diagnosis()
-    for org in _organizations(db):
+    orgs = _organizations(db) if org_ids is None else (o for i in sorted(org_ids) if (o := db.get(Organization, i)))
+    for org in orgs:
         result.organizations += 1
         invoices = db.scalars(select(Invoice).where(Invoice.org_id == org.id).order_by(Invoice.number)).all()
         result.invoices += len(invoices)
@@ -172,11 +175,17 @@ def _slots_billed(
 
 def _charges(db: Session, org: Organization, invoices: Sequence[Invoice]) -> Iterator[Violation]:
     succeeded: dict[str, list[int]] = defaultdict(list)
-    for charge in db.scalars(select(Charge).where(Charge.org_id == org.id, Charge.status == "succeeded")):
-        succeeded[charge.invoice_id or ""].append(charge.amount)
+    attempts: Counter[str] = Counter()
+    for charge in db.scalars(select(Charge).where(Charge.org_id == org.id)):
+        attempts[charge.invoice_id or ""] += 1
+        if charge.status == "succeeded":
+            succeeded[charge.invoice_id or ""].append(charge.amount)
     known = {inv.id for inv in invoices}
     for inv in invoices:
         amounts = succeeded.get(inv.id, [])
+        if inv.total > 0 and attempts[inv.id] != inv.attempt_count:
+            yield Violation("charges", org.id, f"invoice #{inv.number} ({inv.id}) counts {inv.attempt_count} "
+                                               f"collection attempts but {attempts[inv.id]} charges were recorded")
         if inv.status == "open" and amounts:
             yield Violation("charges", org.id, f"invoice #{inv.number} ({inv.id}) is open but has a succeeded "
                                                f"charge of {amounts}")

@@ -160,6 +160,12 @@ def open_invoice_with_succeeded_charge(db: Session, h: History) -> str:
     return h.past_due
 
 
+def attempt_without_charge_record(db: Session, h: History) -> str:
+    invoice = _last_invoice(db, h.past_due, "renewal", "open")
+    db.execute(update(Invoice).where(Invoice.id == invoice.id).values(attempt_count=Invoice.attempt_count + 1))
+    return h.past_due
+
+
 def invoice_number_gap(db: Session, h: History) -> str:
     invoice = _last_invoice(db, h.busy, "renewal")
     db.execute(update(Invoice).where(Invoice.id == invoice.id).values(number=Invoice.number + 10))
@@ -186,6 +192,7 @@ CORRUPTIONS: list[tuple[Corruption, set[str]]] = [
     (charged_a_different_amount, {"charges"}),
     (charged_twice, {"charges"}),
     (open_invoice_with_succeeded_charge, {"charges"}),
+    (attempt_without_charge_record, {"charges"}),
     (invoice_number_gap, {"numbering"}),
     (counter_behind, {"numbering"}),
 ]
@@ -221,3 +228,6 @@ class TestDoctor:
         broken = CliRunner().invoke(main, ["doctor"])
         assert broken.exit_code == 1
         assert f"[charges] {history.busy}: invoice #" in broken.output
+        others = CliRunner().invoke(main, ["doctor", "--org", history.free, "--org", history.past_due])
+        assert others.exit_code == 0, others.output
+        assert "no violations; 2 organizations" in others.output
