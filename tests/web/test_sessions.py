@@ -135,6 +135,12 @@ class TestLogin:
         assert response.headers["location"] == "/login?next=%2Fbilling"
 
 
+    def test_a_form_sent_after_the_session_ended_returns_to_its_page_after_sign_in(self, client: TestClient) -> None:
+        response = client.post("/agents", data={"name": "x", "csrf_token": "stale"}, follow_redirects=False,
+                               headers={"Referer": "http://testserver/agents"})
+        assert response.headers["location"] == "/login?next=%2Fagents"
+
+
 class TestCsrf:
     def test_a_form_without_or_with_a_wrong_token_changes_nothing(self, api: Api, client: TestClient) -> None:
         org = make_org(api)

@@ -6,7 +6,7 @@ same preview the commit uses. Every number shown comes from the services.
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
@@ -17,6 +17,17 @@ from slotwise.web.deps import CsrfRejected, LoginRequired
 from slotwise.web.render import HERE, render
 
 
+def _return_to(request: Request) -> str:
+    """Where to go after signing in: this page, or for an expired form the page it was sent from
+    (a POST's own address can't be revisited with GET)."""
+    if request.method == "GET":
+        return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc == request.url.netloc and referer.path.startswith("/"):
+        return referer.path + (f"?{referer.query}" if referer.query else "")
+    return "/billing/addons"
+
+
 def install(app: FastAPI) -> None:
     """Add the pages, their static files and their two page-level guards to ``app``."""
     for module in (auth, billing, portal, team):
@@ -25,8 +36,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _: Exception) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        return RedirectResponse(f"/login?next={quote(_return_to(request), safe='')}", status_code=303)
 
     @app.exception_handler(CsrfRejected)
     async def csrf_rejected(request: Request, _: Exception) -> Response:
