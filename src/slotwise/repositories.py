@@ -90,7 +90,8 @@ def invitation_by_token_hash(db: Session, token_hash: str) -> Invitation | None:
 
 
 def agents_of_org(db: Session, org_id: str) -> Sequence[Agent]:
-    return db.scalars(select(Agent).where(Agent.org_id == org_id).order_by(Agent.created_at, Agent.id)).all()
+    query = select(Agent).where(Agent.org_id == org_id).order_by(Agent.created_at, Agent.name, Agent.id)
+    return db.scalars(query).all()
 
 
 def agent_in_org(db: Session, org_id: str, agent_id: str) -> Agent | None:
