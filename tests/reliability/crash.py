@@ -164,13 +164,7 @@ def sweep_crash_trial(store: Store, rng: random.Random, command: str, work_secon
         args = ["operator", "clock", "--to", to.isoformat()]
     process = subprocess.Popen([SLOTWISE, *args], env=process_env(store.url), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    if rng.random() < 0.8:  # mostly: once renewals are being written, anywhere in the sweep
-        deadline = time.monotonic() + 30
-        while store.scalar(count) == before and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, work_seconds))
-    else:  # sometimes: anywhere from the start, while it is still starting up or reading
-        time.sleep(rng.uniform(0, 1.0))
+    _wait_for_the_moment(store, process, rng, count, before, due, work_seconds)
     finished_first = process.poll() is not None
     process.kill()
     process.wait(timeout=30)
@@ -186,9 +180,27 @@ def sweep_crash_trial(store: Store, rng: random.Random, command: str, work_secon
     assert store.now() == to
     found = store.doctor()
     assert found.violations == [], "\n".join(map(str, found.violations))
-    return {"trials": 1, "violations": 0, "renewals_due": due,
-            "killed_mid_sweep": int(0 < progress < due and not finished_first),
-            "killed_before_any_renewal": int(progress == 0), "renewals_done_before_kill": progress}
+    return {"trials": 1, "violations": 0, "renewals_due": due, "renewals_done_before_kill": progress,
+            "killed_between_first_and_last_renewal": int(0 < progress < due),
+            "killed_before_any_renewal": int(progress == 0), "killed_after_it_had_finished": int(finished_first)}
+
+
+def _wait_for_the_moment(store: Store, process: subprocess.Popen[bytes], rng: random.Random, count: str,
+                         before: int, due: int, work_seconds: float) -> None:
+    """Sleep until a random moment of the sweep: mostly when a random number of renewals is written,
+    else a random time after the first renewal (retries, clock steps) or from the process start."""
+    roll = rng.random()
+    deadline = time.monotonic() + 60
+    if roll < 0.6 and due > 1:
+        target = before + rng.randint(1, due - 1)
+        while store.scalar(count) < target and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+    elif roll < 0.8:
+        while store.scalar(count) == before and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, work_seconds))
+    else:
+        time.sleep(rng.uniform(0, 1.2))
 
 
 def timed_sweep(store: Store, command: str) -> float:

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, create_engine, select, text, update
 
 from slotwise.catalog import load_catalog
+from slotwise.config import normalize_database_url
 from slotwise.db import make_engine, make_sessionmaker
 from slotwise.doctor import Diagnosis, run_doctor
 from slotwise.models import ClockState, Subscription
@@ -140,6 +141,9 @@ class Store:
         self.url = url
         self.engine: Engine = make_engine(url)
         self.sessions = make_sessionmaker(self.engine)
+        # Plain reads for polling: without slotwise's BEGIN IMMEDIATE a SQLite reader never waits
+        # for (or holds up) the writer it is watching.
+        self.reader: Engine = create_engine(normalize_database_url(url))
 
     def now(self) -> datetime:
         with self.sessions() as db:
@@ -153,7 +157,7 @@ class Store:
             db.execute(update(ClockState).where(ClockState.id == 1).values(now=to))
 
     def scalar(self, sql: str, **params: Any) -> Any:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return conn.execute(text(sql), params).scalar()
 
     def renewals_due(self, at: datetime) -> int:
@@ -174,6 +178,7 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        self.reader.dispose()
 
 
 def headers(token: str, key: str | None = None) -> dict[str, str]:
