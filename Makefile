@@ -61,3 +61,8 @@ FUZZ_EXAMPLES ?= 100
 reliability: install postgres
 	SLOTWISE_RACE_TRIALS=$(RACE_TRIALS) SLOTWISE_CRASH_TRIALS=$(CRASH_TRIALS) SLOTWISE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
 	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
+
+# SPEC §10 figures (docs/BENCHMARKS.md): slotwise's capacity check and add/remove path vs pgbench and raw sqlite3.
+.PHONY: bench
+bench: install postgres
+	$(BIN)/python -m bench.run
