@@ -19,7 +19,7 @@ from slotwise.models import Invoice, OrgAddon, Organization
 from slotwise.services.context import Actor, Env, require_owner
 from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
 from slotwise.services.limits import count_quantity_change
-from slotwise.services.snapshot import load_snapshot
+from slotwise.services.snapshot import load_snapshot, locked_org
 
 ADDED = "Slots added successfully."
 REMOVED = "Slots removed successfully."
@@ -48,15 +48,15 @@ def _addon(env: Env, code: str) -> Addon:
     return addon
 
 
-def _org(db: Session, actor: Actor, *, lock: bool) -> Organization:
-    org = repo.locked_organization(db, actor.org_id) if lock else repo.organization(db, actor.org_id)
+def _org(db: Session, actor: Actor) -> Organization:
+    org = repo.organization(db, actor.org_id)
     if org is None:
         raise NotFound("No such organization.")
     return org
 
 
 def list_addons(db: Session, *, env: Env, actor: Actor) -> Sequence[AddonView]:
-    snap = load_snapshot(db, env.catalog, _org(db, actor, lock=False))
+    snap = load_snapshot(db, env.catalog, _org(db, actor))
     return [_view(snap, addon) for addon in env.catalog.addons.values()]
 
 
@@ -82,7 +82,7 @@ def preview(
     """Exactly the numbers ``add_slots`` / ``remove_slots`` would use now; changes nothing."""
     require_owner(actor)
     addon = _addon(env, addon_code)
-    snap = load_snapshot(db, env.catalog, _org(db, actor, lock=False))
+    snap = load_snapshot(db, env.catalog, _org(db, actor))
     if action == "add":
         if quantity is None:
             raise InvalidRequest("Give a quantity to add.", field="quantity")
@@ -106,7 +106,7 @@ def add_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, quantity:
     """
     require_owner(actor)
     addon = _addon(env, addon_code)
-    org = _org(db, actor, lock=True)
+    org = locked_org(db, actor.org_id)
     snap = load_snapshot(db, env.catalog, org)
     quote = quote_add(snap, addon, quantity, at)
     if quote.refusal is not None:
@@ -147,7 +147,7 @@ def remove_slots(
     """
     require_owner(actor)
     addon = _addon(env, addon_code)
-    org = _org(db, actor, lock=True)
+    org = locked_org(db, actor.org_id)
     snap = load_snapshot(db, env.catalog, org)
     quote = quote_remove(snap, addon, quantity, at)
     if quote.refusal is not None:
@@ -164,7 +164,7 @@ def keep_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, at: date
     """Undo a scheduled removal before renewal, at no charge."""
     require_owner(actor)
     addon = _addon(env, addon_code)
-    org = _org(db, actor, lock=True)
+    org = locked_org(db, actor.org_id)
     snap = load_snapshot(db, env.catalog, org)
     if snap.period is None:
         raise SubscriptionRequired()

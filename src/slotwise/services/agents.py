@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 from slotwise import repositories as repo
 from slotwise.capacity import reserve_growth
 from slotwise.errors import Conflict, NotFound
-from slotwise.models import Agent, Organization, new_id
+from slotwise.models import Agent, new_id
 from slotwise.services.context import Actor, Env
 from slotwise.services.organizations import apply_restore
-from slotwise.services.snapshot import load_snapshot
+from slotwise.services.snapshot import load_snapshot, locked_org
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +33,6 @@ class AgentChange:
         )
 
 
-def _locked_org(db: Session, actor: Actor) -> Organization:
-    org = repo.locked_organization(db, actor.org_id)
-    if org is None:
-        raise NotFound("No such organization.")
-    return org
-
-
 def list_agents(db: Session, *, actor: Actor) -> Sequence[Agent]:
     return repo.agents_of_org(db, actor.org_id)
 
@@ -50,7 +43,7 @@ def create_agent(db: Session, *, env: Env, actor: Actor, name: str, at: datetime
     Holds the organization lock across count and insert, so concurrent creations at the limit
     cannot both succeed.
     """
-    org = _locked_org(db, actor)
+    org = locked_org(db, actor.org_id)
     decision = reserve_growth(load_snapshot(db, env.catalog, org), "agents")
     apply_restore(db, org.id, decision.addon, decision.restore_slots, at)
     agent = Agent(id=new_id("agt"), org_id=org.id, name=name.strip(), archived_at=None, created_at=at)
@@ -68,7 +61,7 @@ def _agent(db: Session, actor: Actor, agent_id: str) -> Agent:
 
 def archive_agent(db: Session, *, actor: Actor, agent_id: str, at: datetime) -> Agent:
     """Archived agents keep their data but count for nothing."""
-    _locked_org(db, actor)
+    locked_org(db, actor.org_id)
     agent = _agent(db, actor, agent_id)
     if agent.archived_at is None:
         agent.archived_at = at
@@ -77,7 +70,7 @@ def archive_agent(db: Session, *, actor: Actor, agent_id: str, at: datetime) -> 
 
 def unarchive_agent(db: Session, *, env: Env, actor: Actor, agent_id: str, at: datetime) -> AgentChange:
     """Unarchiving needs a free slot, exactly like creating."""
-    org = _locked_org(db, actor)
+    org = locked_org(db, actor.org_id)
     agent = _agent(db, actor, agent_id)
     if agent.archived_at is None:
         raise Conflict("This agent is not archived.")
@@ -89,6 +82,6 @@ def unarchive_agent(db: Session, *, env: Env, actor: Actor, agent_id: str, at: d
 
 
 def delete_agent(db: Session, *, actor: Actor, agent_id: str) -> None:
-    _locked_org(db, actor)
+    locked_org(db, actor.org_id)
     db.delete(_agent(db, actor, agent_id))
     db.flush()

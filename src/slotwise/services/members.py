@@ -11,18 +11,11 @@ from sqlalchemy.orm import Session
 from slotwise import repositories as repo
 from slotwise.capacity import reserve_growth
 from slotwise.errors import Conflict, EmailTaken, Forbidden, InvalidRequest, NotFound, TeamsUnavailable
-from slotwise.models import Invitation, Organization, User, new_id
+from slotwise.models import Invitation, User, new_id
 from slotwise.security import hash_secret, new_secret
 from slotwise.services.context import Actor, Env, Role, require_manager
 from slotwise.services.organizations import NewUser, _new_user, apply_restore
-from slotwise.services.snapshot import load_snapshot
-
-
-def _locked_org(db: Session, org_id: str) -> Organization:
-    org = repo.locked_organization(db, org_id)
-    if org is None:
-        raise NotFound("No such organization.")
-    return org
+from slotwise.services.snapshot import load_snapshot, locked_org
 
 
 def list_members(db: Session, *, actor: Actor) -> Sequence[User]:
@@ -32,7 +25,7 @@ def list_members(db: Session, *, actor: Actor) -> Sequence[User]:
 def remove_member(db: Session, *, actor: Actor, user_id: str) -> None:
     """Frees the seat at once. The Owner can't be removed."""
     require_manager(actor)
-    _locked_org(db, actor.org_id)
+    locked_org(db, actor.org_id)
     user = repo.user_in_org(db, actor.org_id, user_id)
     if user is None:
         raise NotFound("No such member.")
@@ -58,7 +51,7 @@ def invite(db: Session, *, env: Env, actor: Actor, email: str, role: Role, at: d
     require_manager(actor)
     if role not in ("admin", "member"):
         raise InvalidRequest("Invite people as 'admin' or 'member'.", field="role")
-    org = _locked_org(db, actor.org_id)
+    org = locked_org(db, actor.org_id)
     snap = load_snapshot(db, env.catalog, org)
     if not snap.plan.teams:
         raise TeamsUnavailable()
@@ -80,7 +73,7 @@ def invite(db: Session, *, env: Env, actor: Actor, email: str, role: Role, at: d
 
 def revoke_invitation(db: Session, *, actor: Actor, invitation_id: str) -> None:
     require_manager(actor)
-    _locked_org(db, actor.org_id)
+    locked_org(db, actor.org_id)
     invitation = repo.invitation_in_org(db, actor.org_id, invitation_id)
     if invitation is None:
         raise NotFound("No such invitation.")
@@ -93,7 +86,7 @@ def accept_invitation(db: Session, *, token: str, name: str | None, password: st
     invitation = repo.invitation_by_token_hash(db, hash_secret(token))
     if invitation is None:
         raise NotFound("This invitation is no longer valid.")
-    _locked_org(db, invitation.org_id)
+    locked_org(db, invitation.org_id)
     invitation = repo.invitation_by_token_hash(db, hash_secret(token))
     if invitation is None:
         raise NotFound("This invitation is no longer valid.")

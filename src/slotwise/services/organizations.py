@@ -14,7 +14,7 @@ from slotwise.errors import EmailTaken, InvalidRequest, NotFound, TeamsUnavailab
 from slotwise.models import ApiToken, Organization, Subscription, User, new_id
 from slotwise.security import hash_password, new_secret
 from slotwise.services.context import Env, Role
-from slotwise.services.snapshot import load_snapshot
+from slotwise.services.snapshot import load_snapshot, locked_org
 
 DEFAULT_CARD = "4242424242424242"
 
@@ -106,9 +106,7 @@ def add_user(
     at: datetime,
 ) -> NewUser:
     """A member added directly by the operator; takes a seat like an accepted invitation."""
-    org = repo.locked_organization(db, org_id)
-    if org is None:
-        raise NotFound("No such organization.")
+    org = locked_org(db, org_id)
     if role == "owner":
         raise InvalidRequest("An organization has exactly one owner.", field="role")
     snap = load_snapshot(db, env.catalog, org)

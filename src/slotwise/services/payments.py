@@ -8,10 +8,10 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
-from slotwise.errors import NotFound
 from slotwise.models import Invoice, Organization
 from slotwise.services.context import Actor, Env, require_owner
 from slotwise.services.renewals import retry_invoice
+from slotwise.services.snapshot import locked_org
 
 
 def update_payment_method(
@@ -20,9 +20,7 @@ def update_payment_method(
     """Store a new card (brand and last four only) and retry the organization's open invoices."""
     require_owner(actor)
     card = env.gateway.store_card(card_number)
-    org = repo.locked_organization(db, actor.org_id)
-    if org is None:
-        raise NotFound("No such organization.")
+    org = locked_org(db, actor.org_id)
     org.card_token, org.card_brand, org.card_last4 = card.token, card.brand, card.last4
     open_ids = repo.open_invoice_ids_of_org(db, org.id)
     for invoice_id in open_ids:

@@ -7,8 +7,17 @@ from sqlalchemy.orm import Session
 from slotwise import repositories as repo
 from slotwise.capacity import OrgSnapshot, Slots
 from slotwise.catalog import Catalog
+from slotwise.errors import NotFound
 from slotwise.models import Organization, Subscription
 from slotwise.periods import Period
+
+
+def locked_org(db: Session, org_id: str) -> Organization:
+    """The organization, row-locked for this transaction (see ``repositories.locked_organization``)."""
+    org = repo.locked_organization(db, org_id)
+    if org is None:
+        raise NotFound("No such organization.")
+    return org
 
 
 def subscription_period(sub: Subscription) -> Period:

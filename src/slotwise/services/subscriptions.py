@@ -10,13 +10,13 @@ from sqlalchemy.orm import Session
 from slotwise import repositories as repo
 from slotwise.capacity import plan_change_refusal
 from slotwise.catalog import Plan
-from slotwise.errors import InvalidRequest, NotFound, PaymentFailed, PlanUnavailable
+from slotwise.errors import InvalidRequest, PaymentFailed, PlanUnavailable
 from slotwise.models import Invoice, Organization, Subscription, new_id
 from slotwise.periods import period_at_index
 from slotwise.proration import prorate
 from slotwise.services.context import Actor, Env, require_owner
 from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
-from slotwise.services.snapshot import load_snapshot, subscription_period
+from slotwise.services.snapshot import load_snapshot, locked_org, subscription_period
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +82,7 @@ def change_plan(db: Session, *, env: Env, actor: Actor, plan_code: str, at: date
     """Move to ``plan_code``: an upgrade now (pro-rated, the unused old plan credited on the same
     invoice), a downgrade at the next billing date if usage and add-ons fit the new plan."""
     require_owner(actor)
-    org = repo.locked_organization(db, actor.org_id)
-    if org is None:
-        raise NotFound("No such organization.")
+    org = locked_org(db, actor.org_id)
     new_plan = env.catalog.plans.get(plan_code)
     if new_plan is None:
         raise InvalidRequest(f"Unknown plan {plan_code!r}.", field="plan")
