@@ -160,6 +160,24 @@ class TestCsrf:
         assert response.status_code == 303
         assert "Slots added successfully." in client.get("/billing/addons").text
 
+    def test_a_resubmitted_purchase_form_charges_once(self, api: Api, client: TestClient) -> None:
+        org = make_org(api)
+        login(client, "owner@acme.test")
+        page = client.get("/billing/addons").text
+        submission = re.search(r'action="/billing/addons/agent_slots/add".*?name="submission" value="([^"]+)"',
+                               page, re.S)
+        assert submission is not None
+        form = {"quantity": "2", "csrf_token": page_csrf(client), "submission": submission.group(1)}
+        first = client.post("/billing/addons/agent_slots/add", data=form)
+        assert "Slots added successfully." in first.text
+        again = client.post("/billing/addons/agent_slots/add", data=form)
+        assert "already submitted, so nothing more was charged" in again.text
+        headers = {"Authorization": f"Bearer {org['owner']['api_token']}"}
+        invoices = client.get(f"/v1/organizations/{org['id']}/invoices", headers=headers).json()
+        assert [i["kind"] for i in invoices].count("addon") == 1
+        slots = client.get(f"/v1/organizations/{org['id']}/addons", headers=headers).json()
+        assert next(a for a in slots if a["code"] == "agent_slots")["active_slots"] == 2
+
     def test_the_preview_needs_the_session_and_the_csrf_header(self, api: Api, client: TestClient) -> None:
         org = make_org(api)
         body = {"action": "add", "quantity": 2}

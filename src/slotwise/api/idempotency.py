@@ -84,3 +84,23 @@ def run_idempotent(
     record.status_code, record.response_body = code, json.dumps(result)
     db.flush()
     return JSONResponse(result, status_code=code)
+
+
+def claim_once(db: Session, *, scope: str, key: str, now: datetime) -> bool:
+    """Reserve a one-time key (a page form's submission id); False if it was already used.
+
+    Called inside the change's own savepoint, so a refused change (a declined card) releases the key
+    again. A concurrent duplicate waits on the first's row, as with ``Idempotency-Key``.
+    """
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidRequest("That form is not valid. Reload the page and try again.")
+    if repo.idempotency_record(db, scope, key) is not None:
+        return False
+    try:
+        with db.begin_nested():
+            db.add(IdempotencyRecord(scope=scope, key=key, request_hash="form", status_code=200,
+                                     response_body="{}", created_at=now))
+            db.flush()
+    except IntegrityError:
+        return False
+    return True

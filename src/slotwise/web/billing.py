@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ from starlette.responses import Response
 
 from slotwise.api import present
 from slotwise.api import schemas as s
+from slotwise.api.idempotency import claim_once
 from slotwise.api.schemas import OrganizationOut
 from slotwise.capacity import AddonQuote
 from slotwise.catalog import MAX_SLOTS_PER_CHANGE, MIN_SLOTS_PER_CHANGE
@@ -70,6 +72,7 @@ class AddonCard:
     total: int
     blurb: tuple[str, str]
     add: dict[str, str] | None = None  # the Add Slots dialog's first numbers (Owner only)
+    submission: str = ""  # this render's one-time id for the Add Slots form
     add_allowed: bool = False
     remove: dict[str, str] | None = None
     remove_allowed: bool = False
@@ -96,7 +99,8 @@ def _card(page: Page, view: AddonView, overview: OrganizationOut, add_quantity: 
         return card
     quote = addons.preview(page.db, env=page.env, actor=page.actor, addon_code=view.addon.code, action="add",
                            quantity=add_quantity, at=page.now)
-    extra: dict[str, Any] = {"add": quote_display(quote), "add_allowed": quote.allowed}
+    extra: dict[str, Any] = {"add": quote_display(quote), "add_allowed": quote.allowed,
+                             "submission": secrets.token_urlsafe(16)}
     if view.renewal_slots > 0:
         one = addons.preview(page.db, env=page.env, actor=page.actor, addon_code=view.addon.code,
                              action="remove", quantity=1, at=page.now)
@@ -135,8 +139,14 @@ Quantity = Annotated[str, Form()]
 
 
 @router.post(ADDONS + "/{code}/add")
-def add_slots(code: str, page: FormDep, quantity: Quantity = "") -> Response:
+def add_slots(code: str, page: FormDep, quantity: Quantity = "",
+              submission: Annotated[str, Form()] = "") -> Response:
     def action() -> Flash:
+        # The form's one-time id: a resubmitted form (double click, back button, a retried POST)
+        # must never charge the card twice.
+        if submission and not claim_once(page.db, scope=f"web:{page.org.id}", key=submission, now=page.now):
+            return Flash("error", "This purchase form was already submitted, so nothing more was charged.",
+                         "Check your add-ons below before buying again.")
         count = parse_int(quantity, "quantity", "Enter how many slots to add.")
         change = addons.add_slots(page.db, env=page.env, actor=page.actor, addon_code=code, quantity=count,
                                   at=page.now)
