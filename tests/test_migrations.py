@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,3 +47,18 @@ def test_upgrade_head_matches_the_models(migrated_url: str) -> None:
     finally:
         engine.dispose()
     assert diff == []
+
+
+def test_processes_starting_together_migrate_one_after_another(migrated_url: str) -> None:
+    """Four servers started at once on an empty database all come up (no duplicate-table race)."""
+    script = "import sys; from slotwise.migrate import upgrade; upgrade(sys.argv[1])"
+    runs = [subprocess.Popen([sys.executable, "-c", script, migrated_url], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)]
+    failures = [err for run in runs if (err := run.communicate(timeout=120)[1]) and run.returncode != 0]
+    assert failures == []
+    engine = make_engine(migrated_url)
+    try:
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    finally:
+        engine.dispose()

@@ -37,6 +37,8 @@ class TestQuantityChangeRateLimit:
         _use_up(org)
         before = (org.capacity("agents"), len(org.invoices()))
 
+        preview = org.post("/addons/agent_slots/preview", {"action": "add", "quantity": 1}).json()
+        assert (preview["allowed"], preview["reason"]) == (False, "rate_limited")  # as the commit will answer
         refused = org.add_slots("agent_slots", 1)
         error = error_of(refused, 429, "rate_limited")
         assert int(refused.headers["Retry-After"]) == error["retry_after"] == 3600  # the clock has not moved

@@ -18,7 +18,7 @@ from slotwise.errors import AddonUnavailable, InvalidRequest, NotFound, PaymentF
 from slotwise.models import Invoice, OrgAddon, Organization
 from slotwise.services.context import Actor, Env, require_owner
 from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
-from slotwise.services.limits import count_quantity_change
+from slotwise.services.limits import count_quantity_change, quantity_change_refusal
 from slotwise.services.snapshot import load_snapshot, locked_org
 
 ADDED = "Slots added successfully."
@@ -86,8 +86,13 @@ def preview(
     if action == "add":
         if quantity is None:
             raise InvalidRequest("Give a quantity to add.", field="quantity")
-        return quote_add(snap, addon, quantity, at)
-    return quote_remove(snap, addon, quantity, at)
+        quote = quote_add(snap, addon, quantity, at)
+    else:
+        quote = quote_remove(snap, addon, quantity, at)
+    if quote.allowed:  # the hourly cap refuses the commit too, so the preview must say so
+        limited = quantity_change_refusal(db, org_id=actor.org_id, per_hour=env.quantity_changes_per_hour, at=at)
+        quote = replace(quote, refusal=limited) if limited is not None else quote
+    return quote
 
 
 @dataclass(frozen=True, slots=True)

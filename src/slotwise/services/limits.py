@@ -14,25 +14,35 @@ from slotwise.models import QuantityChange, new_id
 WINDOW = timedelta(hours=1)
 
 
+def quantity_change_refusal(db: Session, *, org_id: str, per_hour: int, at: datetime) -> RateLimited | None:
+    """Why one more add or removal of slots would be refused now, or None; changes nothing.
+
+    A sliding hour, not a fixed window, so no burst of twice the cap around a boundary.
+    """
+    recent = repo.quantity_change_times_since(db, org_id, at - WINDOW)
+    if len(recent) < per_hour:
+        return None
+    frees_at = recent[len(recent) - per_hour] + WINDOW
+    wait = max(1, math.ceil((frees_at - at).total_seconds()))
+    return RateLimited(
+        f"You have changed add-on slots {len(recent)} times in the last hour; the limit is {per_hour}. "
+        f"Try again in {_minutes(wait)}.",
+        retry_after=wait,
+        limit=per_hour,
+    )
+
+
 def count_quantity_change(db: Session, *, org_id: str, per_hour: int, at: datetime) -> None:
-    """Record one add or removal of add-on slots, or raise ``rate_limited`` if the organization has
-    made ``per_hour`` of them in the hour before ``at``.
+    """Record one add or removal of add-on slots, or raise ``rate_limited``.
 
     The caller holds the organization lock, so concurrent requests count one after another, and the
     record commits (or rolls back) with the change itself: a declined card or a refusal costs
-    nothing. A sliding hour, not a fixed window, so no burst of twice the cap around a boundary.
+    nothing.
     """
     repo.delete_quantity_changes_before(db, org_id, at - WINDOW)
-    recent = repo.quantity_change_times_since(db, org_id, at - WINDOW)
-    if len(recent) >= per_hour:
-        frees_at = recent[len(recent) - per_hour] + WINDOW
-        wait = max(1, math.ceil((frees_at - at).total_seconds()))
-        raise RateLimited(
-            f"You have changed add-on slots {len(recent)} times in the last hour; the limit is {per_hour}. "
-            f"Try again in {_minutes(wait)}.",
-            retry_after=wait,
-            limit=per_hour,
-        )
+    refusal = quantity_change_refusal(db, org_id=org_id, per_hour=per_hour, at=at)
+    if refusal is not None:
+        raise refusal
     db.add(QuantityChange(id=new_id("qc"), org_id=org_id, at=at))
 
 
