@@ -285,6 +285,11 @@ class TestInvalidRequest:
                  "invalid_request")
         error_of(api.operator("/clock", {"advance_days": -1}), 422, "invalid_request")
 
+    def test_the_clock_moves_at_most_3660_days_at_once_either_way(self, api: Api) -> None:
+        error_of(api.operator("/clock", {"advance_days": 3661}), 422, "invalid_request")
+        error_of(api.operator("/clock", {"to": "2046-01-01T00:00:00Z"}), 422, "invalid_request")
+        assert api.clock_to("2027-01-01T00:00:00Z")["at"] == "2027-01-01T00:00:00Z"
+
 
 class TestSubscriptionRequired:
     def test_free_org_cannot_add_slots(self, api: Api) -> None:

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from slotwise.catalog import MAX_SLOTS_PER_CHANGE, MIN_SLOTS_PER_CHANGE
 
+MAX_CLOCK_STEP_DAYS = 3660  # one move of the simulated clock; every renewal on the way is run
+
 Quantity = Annotated[int, Field(strict=True, ge=MIN_SLOTS_PER_CHANGE, le=MAX_SLOTS_PER_CHANGE)]
 # No control characters in anything stored as text: PostgreSQL refuses NUL outright (a 500, not a
 # 4xx), SQLite would keep it, and neither belongs in a name or an address.
@@ -44,7 +46,7 @@ class CreateUser(Body):
 
 
 class MoveClock(Body):
-    advance_days: Annotated[int, Field(strict=True, ge=0, le=3660)] | None = None
+    advance_days: Annotated[int, Field(strict=True, ge=0, le=MAX_CLOCK_STEP_DAYS)] | None = None
     to: datetime | None = None
 
     @field_validator("to", mode="before")

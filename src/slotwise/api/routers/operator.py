@@ -11,6 +11,7 @@ from slotwise.api import present
 from slotwise.api import schemas as s
 from slotwise.api.deps import EnvDep, NowDep, OperatorDep, SessionDep, StateDep
 from slotwise.api.idempotency import run_idempotent
+from slotwise.errors import InvalidRequest
 from slotwise.services import organizations, renewals
 
 router = APIRouter(prefix="/v1/operator", tags=["operator"], dependencies=[OperatorDep])
@@ -56,6 +57,8 @@ def move_clock(body: s.MoveClock, state: StateDep) -> s.SweepOut:
     with state.sessions.begin() as db:
         now = state.clock.now(db)
     target = body.to if body.to is not None else now + timedelta(days=body.advance_days or 0)
+    if target > now + timedelta(days=s.MAX_CLOCK_STEP_DAYS):
+        raise InvalidRequest(f"Move the clock at most {s.MAX_CLOCK_STEP_DAYS} days at a time.", field="to")
     at, report = renewals.advance_clock(state.sessions, env=state.env, clock=state.clock, to=target)
     return present.sweep(at, report)
 
