@@ -264,3 +264,14 @@ class QuantityChange(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     __table_args__ = (Index("ix_quantity_changes_org_at", "org_id", "at"),)
+
+
+class LoginFailure(Base):
+    """A failed sign-in, kept for the sign-in rate limit, once under the email and once under the
+    client address (in the database, so every server process counts the same attempts)."""
+
+    __tablename__ = "login_failures"
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    key: Mapped[str] = mapped_column(String(400))  # "email:<address>" or "ip:<client address>"
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)

@@ -14,6 +14,7 @@ from slotwise.models import (
     IdempotencyRecord,
     Invitation,
     Invoice,
+    LoginFailure,
     OrgAddon,
     Organization,
     QuantityChange,
@@ -189,3 +190,13 @@ def quantity_change_times_since(db: Session, org_id: str, since: datetime) -> Se
 
 def delete_quantity_changes_before(db: Session, org_id: str, before: datetime) -> None:
     db.execute(delete(QuantityChange).where(QuantityChange.org_id == org_id, QuantityChange.at <= before))
+
+
+def login_failure_times_since(db: Session, key: str, since: datetime) -> Sequence[datetime]:
+    """When the failed sign-ins under ``key`` after ``since`` happened, oldest first."""
+    query = select(LoginFailure.at).where(LoginFailure.key == key, LoginFailure.at > since).order_by(LoginFailure.at)
+    return db.scalars(query).all()
+
+
+def delete_login_failures_before(db: Session, key: str, before: datetime) -> None:
+    db.execute(delete(LoginFailure).where(LoginFailure.key == key, LoginFailure.at <= before))

@@ -230,3 +230,26 @@ def test_root_goes_to_sign_in_or_the_add_ons(api: Api, client: TestClient) -> No
     assert client.get("/", follow_redirects=False).headers["location"] == "/login"
     login(client, "owner@acme.test")
     assert client.get("/", follow_redirects=False).headers["location"] == "/billing/addons"
+
+
+class TestSignInRateLimit:
+    """Failed sign-ins are counted in the database per email and per client address (15 minutes)."""
+
+    def test_an_account_locks_after_ten_failures_even_for_the_right_password(self, api: Api,
+                                                                              client: TestClient) -> None:
+        make_org(api)
+        for _ in range(10):
+            assert login(client, "owner@acme.test", "wrong-password").status_code == 401
+        refused = login(client, "owner@acme.test")
+        assert refused.status_code == 429
+        assert "Too many sign-in attempts" in refused.text
+        assert 0 < int(refused.headers["Retry-After"]) <= 15 * 60
+        assert login(client, "someone-else@acme.test", "x").status_code == 401  # other accounts unaffected
+        api.clock_to("2026-11-15T09:16:00Z")  # the failures were at the clock's start, 09:00
+        assert login(client, "owner@acme.test").status_code == 303
+
+    def test_one_address_trying_many_accounts_is_stopped(self, api: Api, client: TestClient) -> None:
+        make_org(api)
+        for i in range(50):
+            assert login(client, f"guess{i}@acme.test", "wrong-password").status_code == 401
+        assert login(client, "owner@acme.test").status_code == 429

@@ -9,9 +9,14 @@ from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
 from slotwise.errors import RateLimited
-from slotwise.models import QuantityChange, new_id
+from slotwise.models import LoginFailure, QuantityChange, new_id
 
 WINDOW = timedelta(hours=1)
+LOGIN_WINDOW = timedelta(minutes=15)
+# Failed sign-ins allowed per window: per email (guessing one account's password) and per client
+# address (trying many accounts). Past either, even the right password waits for the window.
+LOGIN_FAILURES_PER_EMAIL = 10
+LOGIN_FAILURES_PER_ADDRESS = 50
 
 
 def quantity_change_refusal(db: Session, *, org_id: str, per_hour: int, at: datetime) -> RateLimited | None:
@@ -49,3 +54,24 @@ def count_quantity_change(db: Session, *, org_id: str, per_hour: int, at: dateti
 def _minutes(seconds: int) -> str:
     minutes = math.ceil(seconds / 60)
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def _login_keys(email: str, address: str) -> list[tuple[str, int]]:
+    return [(f"email:{email.strip().lower()}", LOGIN_FAILURES_PER_EMAIL),
+            (f"ip:{address}", LOGIN_FAILURES_PER_ADDRESS)]
+
+
+def login_refusal(db: Session, *, email: str, address: str, at: datetime) -> RateLimited | None:
+    """Why a sign-in attempt must wait now (too many recent failures), or None."""
+    for key, cap in _login_keys(email, address):
+        recent = repo.login_failure_times_since(db, key, at - LOGIN_WINDOW)
+        if len(recent) >= cap:
+            wait = max(1, math.ceil((recent[len(recent) - cap] + LOGIN_WINDOW - at).total_seconds()))
+            return RateLimited(f"Too many sign-in attempts. Try again in {_minutes(wait)}.", retry_after=wait)
+    return None
+
+
+def record_login_failure(db: Session, *, email: str, address: str, at: datetime) -> None:
+    for key, _cap in _login_keys(email, address):
+        repo.delete_login_failures_before(db, key, at - LOGIN_WINDOW)
+        db.add(LoginFailure(id=new_id("lf"), key=key[:400], at=at))

@@ -13,7 +13,7 @@ from slotwise.api.deps import SessionDep, StateDep
 from slotwise.errors import SlotwiseError
 from slotwise.models import User
 from slotwise.security import hash_password, hash_secret, verify_password
-from slotwise.services import members
+from slotwise.services import limits, members
 from slotwise.web.deps import FormDep
 from slotwise.web.render import Flash, redirect, render
 from slotwise.web.sessions import (
@@ -64,15 +64,22 @@ def login_form(request: Request, next: str = "") -> Response:
 
 
 @router.post("/login")
-def login(request: Request, db: SessionDep, email: TextField = "", password: TextField = "",
+def login(request: Request, db: SessionDep, state: StateDep, email: TextField = "", password: TextField = "",
           csrf_token: TextField = "", next: TextField = "") -> Response:
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not cookie or not hmac.compare_digest(cookie.encode(), csrf_token.encode()):
         return _login_page(request, email=email, next_path=next, status_code=403,
                            error="Your sign-in form expired. Please try again.")
+    now, address = state.clock.now(db), request.client.host if request.client else "unknown"
+    limited = limits.login_refusal(db, email=email, address=address, at=now)
+    if limited is not None:
+        response = _login_page(request, email=email, next_path=next, status_code=429, error=limited.message)
+        response.headers["Retry-After"] = str(limited.details["retry_after"])
+        return response
     user = repo.user_by_email(db, email.strip()) if email.strip() else None
     valid = verify_password(user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not valid:
+        limits.record_login_failure(db, email=email, address=address, at=now)
         return _login_page(request, email=email, next_path=next, status_code=401,
                            error="That email and password don't match an account.")
     return _signed_in(request, db, user, safe_next(next))
