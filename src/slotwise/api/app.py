@@ -21,6 +21,7 @@ from slotwise.config import Settings
 from slotwise.db import make_engine, make_sessionmaker
 from slotwise.errors import SlotwiseError
 from slotwise.gateway import CardGateway, SandboxGateway
+from slotwise.logs import install_redaction
 from slotwise.services.context import Env
 
 HTTP_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -87,6 +88,7 @@ def create_app(
                   description="Plans, per-slot add-ons, pro-rated monthly billing and capacity.")
     app.state.slotwise = AppState(settings=settings, sessions=make_sessionmaker(engine), env=env, clock=clock)
     install_error_handlers(app)
+    install_redaction()
     app.add_middleware(BodySizeLimit)  # 413 above 64 KiB, before any parsing
     for router in (operator.router, billing.router, team.router):
         app.include_router(router)
