@@ -51,14 +51,3 @@ class SimulatedClock:
             state.now = to
         return state.now
 
-
-class FixedClock:
-    """A clock for tests that is moved by hand."""
-
-    simulated = False
-
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def now(self, db: Session) -> datetime:
-        return self.at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
@@ -11,7 +12,7 @@ from slotwise.models import ApiToken
 from slotwise.security import new_secret
 from slotwise.services.agents import create_agent
 from slotwise.services.context import Actor, Env
-from slotwise.services.organizations import create_organization
+from slotwise.services.organizations import add_user, create_organization
 
 OWNER_EMAIL = "owner@demo.slotwise.test"
 OWNER_PASSWORD = "demo-password"
@@ -26,11 +27,8 @@ class DemoAccess:
     created: bool
 
 
-def seed_demo(db: Session, *, env: Env, at_now: object) -> DemoAccess:
+def seed_demo(db: Session, *, env: Env, at_now: datetime) -> DemoAccess:
     """Create the demo organization if it is missing; always hand out a fresh Owner API token."""
-    from datetime import datetime
-
-    assert isinstance(at_now, datetime)
     owner = repo.user_by_email(db, OWNER_EMAIL)
     if owner is None:
         created = create_organization(
@@ -39,8 +37,6 @@ def seed_demo(db: Session, *, env: Env, at_now: object) -> DemoAccess:
         actor = Actor(created.owner.user.id, created.organization.id, "owner")
         for name in ("Support Assistant", "Sales Concierge", "Docs Helper"):
             create_agent(db, env=env, actor=actor, name=name, at=at_now)
-        from slotwise.services.organizations import add_user
-
         add_user(db, env=env, org_id=created.organization.id, email=MEMBER_EMAIL, name="Max Member",
                  password=MEMBER_PASSWORD, role="member", at=at_now)
         return DemoAccess(created.organization.id, created.owner.api_token, True)

@@ -159,17 +159,8 @@ def next_due_instant(db: Session) -> datetime | None:
     """The earliest renewal or retry that is scheduled at all."""
     renewal = db.scalar(select(func.min(Subscription.period_end)).where(Subscription.status != "canceled"))
     retry = db.scalar(select(func.min(Invoice.next_retry_at)).where(Invoice.status == "open"))
-    # min() over the UTCDateTime column loses the type decorator on SQLite; normalize here.
-    found = [_as_utc(v) for v in (renewal, retry) if v is not None]
+    found = [v for v in (renewal, retry) if v is not None]
     return min(found) if found else None
-
-
-def _as_utc(value: datetime | str) -> datetime:
-    from slotwise.config import parse_instant
-
-    if isinstance(value, str):
-        return parse_instant(value)
-    return parse_instant(value.isoformat())
 
 
 def idempotency_record(db: Session, scope: str, key: str) -> IdempotencyRecord | None:

@@ -8,13 +8,20 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
-from slotwise.capacity import ResourceCapacity, monthly_total, reserve_growth, resource_capacity
+from slotwise.capacity import (
+    ResourceCapacity,
+    monthly_total,
+    renewal_capacity,
+    reserve_growth,
+    resource_capacity,
+)
 from slotwise.catalog import RESOURCES
 from slotwise.errors import EmailTaken, InvalidRequest, NotFound, TeamsUnavailable
 from slotwise.models import ApiToken, Organization, Subscription, User, new_id
 from slotwise.security import hash_password, new_secret
 from slotwise.services.context import Env, Role
 from slotwise.services.snapshot import load_snapshot, locked_org
+from slotwise.services.subscriptions import start_subscription
 
 DEFAULT_CARD = "4242424242424242"
 
@@ -69,8 +76,6 @@ def create_organization(
 
     A paid plan bills its first period immediately; if the card is declined nothing is created.
     """
-    from slotwise.services.subscriptions import start_subscription
-
     if plan_code not in env.catalog.plans:
         raise InvalidRequest(f"Unknown plan {plan_code!r}.", field="plan")
     card = env.gateway.store_card(card_number or DEFAULT_CARD)
@@ -139,8 +144,6 @@ class OrganizationSummary:
 
 
 def organization_summary(db: Session, *, env: Env, org_id: str) -> OrganizationSummary:
-    from slotwise.capacity import renewal_capacity
-
     org = repo.organization(db, org_id)
     if org is None:
         raise NotFound("No such organization.")

@@ -67,7 +67,7 @@ def renew_subscription(db: Session, *, env: Env, org_id: str, subscription_id: s
                            line_description(f"{next_plan.name} plan", None, period, period.days, period.start),
                            1, sub.plan_price, sub.plan_price, period, period.days, period.days)]
         for row in sorted(addons.values(), key=lambda r: r.addon_code):
-            if row.renewal_slots > 0 and not next_plan.is_free:
+            if row.renewal_slots > 0:
                 addon = env.catalog.addon(row.addon_code)
                 lines.append(LineDraft(
                     "addon", addon.code,
