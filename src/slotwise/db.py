@@ -14,6 +14,9 @@ from slotwise.config import normalize_database_url
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalize_database_url(url)
+    # Statement parameters hold password hashes and token hashes: keep them out of every error
+    # message and traceback the driver raises.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
