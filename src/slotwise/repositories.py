@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, delete, func, literal, select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from slotwise.models import (
     Agent,
@@ -191,3 +192,47 @@ def login_failure_times_since(db: Session, key: str, since: datetime) -> Sequenc
 
 def delete_login_failures_before(db: Session, key: str, before: datetime) -> None:
     db.execute(delete(LoginFailure).where(LoginFailure.key == key, LoginFailure.at <= before))
+
+
+# --- lists, a page at a time: a keyset on each list's own order, limit + 1 rows to tell has_more ----
+
+def _sorts_after(order: Sequence[InstrumentedAttribute[Any]], row: object) -> ColumnElement[bool]:
+    """Rows that come after ``row`` in the ascending ``order``: one row-value comparison, which SQLite
+    and PostgreSQL answer alike, with the cursor's values bound as their columns' types."""
+    cursor = [literal(getattr(row, column.key), column.type) for column in order]
+    return tuple_(*order) > tuple_(*cursor)
+
+
+def invoices_page(db: Session, org_id: str, *, limit: int, after: Invoice | None) -> Sequence[Invoice]:
+    """Up to ``limit + 1`` invoices of the organization, newest first (by number), after ``after``."""
+    query = select(Invoice).where(Invoice.org_id == org_id)
+    if after is not None:
+        query = query.where(Invoice.number < after.number)
+    return db.scalars(query.order_by(Invoice.number.desc()).limit(limit + 1)).all()
+
+
+def agents_page(db: Session, org_id: str, *, limit: int, after: Agent | None) -> Sequence[Agent]:
+    """Up to ``limit + 1`` agents of the organization, after ``after``, in ``agents_of_org``'s order."""
+    order = (Agent.created_at, Agent.name, Agent.id)
+    query = select(Agent).where(Agent.org_id == org_id)
+    if after is not None:
+        query = query.where(_sorts_after(order, after))
+    return db.scalars(query.order_by(*order).limit(limit + 1)).all()
+
+
+def users_page(db: Session, org_id: str, *, limit: int, after: User | None) -> Sequence[User]:
+    """Up to ``limit + 1`` members of the organization, after ``after``, oldest first."""
+    order = (User.created_at, User.id)
+    query = select(User).where(User.org_id == org_id)
+    if after is not None:
+        query = query.where(_sorts_after(order, after))
+    return db.scalars(query.order_by(*order).limit(limit + 1)).all()
+
+
+def invitations_page(db: Session, org_id: str, *, limit: int, after: Invitation | None) -> Sequence[Invitation]:
+    """Up to ``limit + 1`` pending invitations of the organization, after ``after``, oldest first."""
+    order = (Invitation.created_at, Invitation.id)
+    query = select(Invitation).where(Invitation.org_id == org_id)
+    if after is not None:
+        query = query.where(_sorts_after(order, after))
+    return db.scalars(query.order_by(*order).limit(limit + 1)).all()
