@@ -72,11 +72,22 @@ class Org:
     def add_member(self, role: str = "member") -> dict[str, Any]:
         return self.api.add_user(self.id, role=role)
 
+    def items(self, suffix: str, token: str | None = None) -> list[dict[str, Any]]:
+        """Every item of a paged list (``/agents``, ``/members``, …), following its pages."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, str | int] = {"limit": 100}
+        while True:
+            response = self.api.client.get(self.path + suffix, params=params,
+                                           headers=self.api.bearer(token or self.token))
+            assert response.status_code == 200, response.text
+            page: dict[str, Any] = response.json()
+            found += page["data"]
+            if not page["has_more"]:
+                return found
+            params["starting_after"] = page["data"][-1]["id"]
+
     def invoices(self) -> list[dict[str, Any]]:
-        response = self.get("/invoices")
-        assert response.status_code == 200, response.text
-        body: list[dict[str, Any]] = response.json()
-        return body
+        return self.items("/invoices")
 
 
 class Api:

@@ -96,7 +96,7 @@ class TestOperatorCommands:
             assert org["plan"]["code"] == "pro"
             assert org["capacity"]["members"]["used"] == 2
             assert org["subscription"]["current_period"]["start"] == START
-            [invoice] = client.get(f"/v1/organizations/{created['id']}/invoices", headers=bearer(token)).json()
+            [invoice] = client.get(f"/v1/organizations/{created['id']}/invoices", headers=bearer(token)).json()["data"]
             assert (invoice["total"], invoice["status"]) == (15000, "paid")
             assert client.get(f"/v1/organizations/{created['id']}",
                               headers=bearer(user["api_token"])).status_code == 200
@@ -126,7 +126,7 @@ class TestClockAndBillingRun:
 
         with cli.api() as client:
             invoices = client.get(f"/v1/organizations/{created['id']}/invoices",
-                                  headers=bearer(created["owner"]["api_token"])).json()
+                                  headers=bearer(created["owner"]["api_token"])).json()["data"]
             assert sorted(i["period_start"][:10] for i in invoices) == [
                 "2026-11-15", "2026-12-15", "2027-01-15", "2027-02-15"]
 
@@ -164,9 +164,9 @@ class TestDemo:
                 assert org["plan"]["code"] == "pro"
                 assert org["capacity"]["agents"]["used"] == 3  # not doubled by the second run
                 assert org["capacity"]["members"]["used"] == 2
-            members = client.get(f"/v1/organizations/{org1}/members", headers=bearer(token1)).json()
+            members = client.get(f"/v1/organizations/{org1}/members", headers=bearer(token1)).json()["data"]
             assert sorted(m["email"] for m in members) == sorted([OWNER_EMAIL, MEMBER_EMAIL])
-            assert len(client.get(f"/v1/organizations/{org1}/invoices", headers=bearer(token1)).json()) == 1
+            assert len(client.get(f"/v1/organizations/{org1}/invoices", headers=bearer(token1)).json()["data"]) == 1
 
     @staticmethod
     def access(stdout: str) -> tuple[str, str]:

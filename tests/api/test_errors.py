@@ -156,9 +156,9 @@ class TestNotFound:
         error_of(mine.delete(f"/members/{member_id}"), 404, "not_found")
         error_of(mine.delete(f"/invitations/{invitation_id}"), 404, "not_found")
 
-        assert [a["status"] for a in theirs.get("/agents").json()] == ["active"]
-        assert member_id in {m["id"] for m in theirs.get("/members").json()}
-        assert [i["id"] for i in theirs.get("/invitations").json()] == [invitation_id]
+        assert [a["status"] for a in theirs.items("/agents")] == ["active"]
+        assert member_id in {m["id"] for m in theirs.items("/members")}
+        assert [i["id"] for i in theirs.items("/invitations")] == [invitation_id]
 
     def test_unknown_ids_and_addon(self, api: Api) -> None:
         org = api.create_org("pro")
@@ -346,7 +346,7 @@ class TestTeamsUnavailable:
         org = api.create_org(plan)
         error = error_of(invite(org), 409, "teams_unavailable")
         assert "Upgrade to use team" in error["message"]
-        assert org.get("/invitations").json() == []
+        assert org.items("/invitations") == []
         assert org.capacity("members")["used"] == 1
 
     def test_operator_adding_a_user_on_starter(self, api: Api) -> None:
@@ -362,7 +362,7 @@ class TestLimitReached:
         error = error_of(org.post("/agents", {"name": "One too many"}), 409, "limit_reached")
         assert error["addon"] == "agent_slots"
         assert "Additional Chatbot Slots" in error["message"]
-        assert len(org.get("/agents").json()) == 5
+        assert len(org.items("/agents")) == 5
         # Buying the add-on the error named lifts the limit.
         assert org.add_slots(error["addon"], 1).status_code == 200
         assert org.post("/agents", {"name": "Now it fits"}).status_code == 201
@@ -373,7 +373,7 @@ class TestLimitReached:
         assert invite(org).status_code == 201
         error = error_of(invite(org), 409, "limit_reached")
         assert error["addon"] == "member_slots"
-        assert len(org.get("/invitations").json()) == 1
+        assert len(org.items("/invitations")) == 1
         assert org.capacity("members")["used"] == 3
 
     def test_operator_adding_a_user_at_capacity(self, api: Api) -> None:
@@ -383,7 +383,7 @@ class TestLimitReached:
         response = api.operator(f"/organizations/{org.id}/users", {"email": "four@example.test", "role": "member"})
         error = error_of(response, 409, "limit_reached")
         assert error["addon"] == "member_slots"
-        assert len(org.get("/members").json()) == 3
+        assert len(org.items("/members")) == 3
 
     def test_free_plan_limit(self, api: Api) -> None:
         org = api.create_org("free")
@@ -528,7 +528,7 @@ class TestIdempotency:
         two = org.post("/agents", {"name": "Once"}, key="agent-1")
         assert one.status_code == two.status_code == 201
         assert one.json()["id"] == two.json()["id"]
-        assert len(org.get("/agents").json()) == 1
+        assert len(org.items("/agents")) == 1
         up1 = change_plan(org, "pro", key="up")
         up2 = change_plan(org, "pro", key="up")
         assert up1.status_code == up2.status_code == 200

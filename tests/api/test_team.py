@@ -25,8 +25,8 @@ class TestMemberUsage:
         ok(invite(org), 201)
         ok(invite(org, role="admin"), 201)
         assert used(org, "members") == 4
-        assert len(org.get("/members").json()) == 2
-        assert len(org.get("/invitations").json()) == 2
+        assert len(org.items("/members")) == 2
+        assert len(org.items("/invitations")) == 2
 
     def test_revoking_an_invitation_frees_the_seat_at_once(self, api: Api) -> None:
         org = api.create_org("pro")  # 3 seats
@@ -35,7 +35,7 @@ class TestMemberUsage:
         error_of(invite(org), 409, "limit_reached")
         ok(org.delete(f"/invitations/{invitation['id']}"), 204)
         assert used(org, "members") == 2
-        assert org.get("/invitations").json() == []
+        assert org.items("/invitations") == []
         ok(invite(org), 201)
         # The revoked invitation's link no longer works.
         error_of(api.client.post(f"/v1/invitations/{invitation['token']}/accept", json={"password": "x" * 10}),
@@ -48,7 +48,7 @@ class TestMemberUsage:
         error_of(invite(org), 409, "limit_reached")
         ok(org.delete(f"/members/{member['id']}"), 204)
         assert used(org, "members") == 2
-        assert member["id"] not in {m["id"] for m in org.get("/members").json()}
+        assert member["id"] not in {m["id"] for m in org.items("/members")}
         error_of(org.get(token=member["api_token"]), 401, "unauthenticated")
         ok(invite(org), 201)
 
@@ -85,8 +85,8 @@ class TestAcceptInvitation:
                                   json={"name": "New Comer", "password": "a-long-password"}), 201)
         assert (user["email"], user["role"], user["name"]) == ("newcomer@example.test", "admin", "New Comer")
         assert used(org, "members") == 2  # moved, not added
-        assert org.get("/invitations").json() == []
-        assert user["id"] in {m["id"] for m in org.get("/members").json()}
+        assert org.items("/invitations") == []
+        assert user["id"] in {m["id"] for m in org.items("/members")}
         # The new token works for this organization, and only for it.
         assert org.get(token=user["api_token"]).json()["id"] == org.id
         other = api.create_org("pro")
@@ -105,7 +105,7 @@ class TestAcceptInvitation:
         invitation = ok(invite(org), 201)
         error_of(api.client.post(f"/v1/invitations/{invitation['token']}/accept", json={"password": "short"}),
                  422, "invalid_request")
-        assert len(org.get("/invitations").json()) == 1
+        assert len(org.items("/invitations")) == 1
 
 
 class TestAgents:
@@ -117,7 +117,7 @@ class TestAgents:
         assert archived["status"] == "archived" and archived["archived_at"]
         assert used(org, "agents") == 1
         ok(org.post("/agents", {"name": "Third"}), 201)
-        agents = org.get("/agents").json()
+        agents = org.items("/agents")
         assert len(agents) == 3  # the archived one keeps its data
         assert sorted(a["status"] for a in agents) == ["active", "active", "archived"]
 
@@ -146,7 +146,7 @@ class TestAgents:
         [agent] = org.create_agents(1)
         ok(org.delete(f"/agents/{agent}"), 204)
         assert used(org, "agents") == 0
-        assert org.get("/agents").json() == []
+        assert org.items("/agents") == []
         error_of(org.delete(f"/agents/{agent}"), 404, "not_found")
         error_of(org.post(f"/agents/{agent}/unarchive"), 404, "not_found")
         org.create_agents(1)
@@ -156,7 +156,7 @@ class TestAgents:
         [agent] = org.create_agents(1)
         ok(org.post(f"/agents/{agent}/archive"))
         ok(org.delete(f"/agents/{agent}"), 204)
-        assert org.get("/agents").json() == []
+        assert org.items("/agents") == []
 
     def test_every_member_can_create_agents(self, api: Api) -> None:
         org = api.create_org("pro")

@@ -111,7 +111,7 @@ def _assert_exactly_the_answered_work(
 
     cap = org.capacity("agents")
     assert (cap["active_slots"], cap["renewal_slots"]) == (active, active - removed + restored)
-    agents = {a["id"] for a in org.get("/agents").json()}
+    agents = {a["id"] for a in org.items("/agents")}
     assert agents == base_agents | created and cap["used"] == len(agents)
     answered_invoices = {op.final.json()["invoice"]["id"]: op.final.json()["invoice"] for op in adds if op.final}
     stored = [i for i in org.invoices() if i["kind"] == "addon"]

@@ -375,7 +375,7 @@ class TestDowngrade:
         assert error_of(change_plan(org, "free"), 409, "addon_unavailable")["addon"] == "agent_slots"
         ok(org.remove_slots("agent_slots"))
         assert error_of(change_plan(org, "free"), 409, "below_usage")["must_free"] == 1
-        agent = org.get("/agents").json()[0]["id"]
+        agent = org.items("/agents")[0]["id"]
         assert org.delete(f"/agents/{agent}").status_code == 204
         change = ok(change_plan(org, "free"))
         assert change["kind"] == "downgrade_scheduled"

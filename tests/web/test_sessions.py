@@ -173,7 +173,7 @@ class TestCsrf:
         again = client.post("/billing/addons/agent_slots/add", data=form)
         assert "already submitted, so nothing more was charged" in again.text
         headers = {"Authorization": f"Bearer {org['owner']['api_token']}"}
-        invoices = client.get(f"/v1/organizations/{org['id']}/invoices", headers=headers).json()
+        invoices = client.get(f"/v1/organizations/{org['id']}/invoices", headers=headers).json()["data"]
         assert [i["kind"] for i in invoices].count("addon") == 1
         slots = client.get(f"/v1/organizations/{org['id']}/addons", headers=headers).json()
         assert next(a for a in slots if a["code"] == "agent_slots")["active_slots"] == 2

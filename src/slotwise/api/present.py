@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from slotwise.capacity import AddonQuote
 from slotwise.catalog import Plan
@@ -13,6 +15,9 @@ from slotwise.services.organizations import OrganizationSummary
 from slotwise.services.renewals import SweepReport
 
 from . import schemas as s
+
+Row = TypeVar("Row")
+Out = TypeVar("Out")
 
 
 def plan(p: Plan) -> s.PlanOut:
@@ -119,3 +124,9 @@ def sweep(at: datetime, report: SweepReport) -> s.SweepOut:
     return s.SweepOut(at=at, renewed=report.renewed, canceled=report.canceled,
                       payments_failed=report.payments_failed, retried_paid=report.retried_paid,
                       retried_failed=report.retried_failed)
+
+
+def page(rows: Sequence[Row], limit: int, render: Callable[[Row], Out]) -> s.Page[Out]:
+    """The first ``limit`` rows as a page; a row beyond them (the repositories fetch one more) only
+    tells that more follow."""
+    return s.Page(data=[render(row) for row in rows[:limit]], has_more=len(rows) > limit)

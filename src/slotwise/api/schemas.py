@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from fastapi import Query
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from slotwise.catalog import MAX_SLOTS_PER_CHANGE, MIN_SLOTS_PER_CHANGE
+from slotwise.errors import InvalidRequest
 
 MAX_CLOCK_STEP_DAYS = 3660  # one move of the simulated clock; every renewal on the way is run
 
@@ -117,6 +128,49 @@ class PaymentMethodIn(Body):
     card_number: CardNumber
 
 
+# --- lists: one page at a time (SPEC §6) --------------------------------------------------------
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+LONGEST_ID = 64  # every id slotwise makes is far shorter (models.Id)
+C = TypeVar("C")
+
+
+def unknown_cursor() -> InvalidRequest:
+    return InvalidRequest("starting_after must be the id of an item of this list, in this organization.",
+                          field="starting_after")
+
+
+def known_cursor(found: C | None) -> C:
+    """The item ``starting_after`` names, or the one refusal for any id that names none."""
+    if found is None:
+        raise unknown_cursor()
+    return found
+
+
+def _digits_only(value: object) -> object:
+    # Pydantic would also read "1.0", "+5", " 5" and "1_0" as numbers; a limit is written in digits.
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}")
+    return value
+
+
+def _plausible_id(value: str | None) -> str | None:
+    # No id is long or holds a control character, and PostgreSQL would refuse a NUL in the lookup
+    # (a 500). A SlotwiseError is not a ValueError, so pydantic lets it through to the one handler:
+    # such a cursor is refused exactly like an unknown one.
+    if value is not None and (len(value) > LONGEST_ID or any(ch < " " or ch == "\x7f" for ch in value)):
+        raise unknown_cursor()
+    return value
+
+
+PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="How many items to answer (1–100)."),
+                      BeforeValidator(_digits_only)]
+StartingAfter = Annotated[str | None, Query(description="The id of the last item of the previous page; "
+                                                        "this page starts right after it."),
+                          AfterValidator(_plausible_id)]
+
+
 # --- responses ----------------------------------------------------------------------------------
 
 class ErrorDetail(BaseModel):
@@ -127,6 +181,17 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list, in the list's order. When ``has_more``, the next page is asked for with
+    ``starting_after`` set to the id of this page's last item."""
+
+    data: list[T]
+    has_more: bool
 
 
 class PlanOut(BaseModel):

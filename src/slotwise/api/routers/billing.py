@@ -65,10 +65,14 @@ def _require_billing_reader(actor: OrgActor) -> None:
         raise Forbidden("Only the owner or an admin can read invoices.")
 
 
-@router.get(ORG + "/invoices", response_model=list[s.InvoiceOut], responses=ERRORS)
-def list_invoices(actor: OrgActor, db: SessionDep) -> list[s.InvoiceOut]:
+@router.get(ORG + "/invoices", response_model=s.Page[s.InvoiceOut], responses=ERRORS)
+def list_invoices(
+    actor: OrgActor, db: SessionDep, limit: s.PageLimit = s.DEFAULT_PAGE_SIZE, starting_after: s.StartingAfter = None
+) -> s.Page[s.InvoiceOut]:
+    """Newest first (by number)."""
     _require_billing_reader(actor)
-    return [present.invoice(i) for i in repo.invoices_of_org(db, actor.org_id)]
+    after = None if starting_after is None else s.known_cursor(repo.invoice_in_org(db, actor.org_id, starting_after))
+    return present.page(repo.invoices_page(db, actor.org_id, limit=limit, after=after), limit, present.invoice)
 
 
 @router.get(ORG + "/invoices/{invoice_id}", response_model=s.InvoiceOut, responses=ERRORS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from slotwise import repositories as repo
 from slotwise.api import present
 from slotwise.api import schemas as s
 from slotwise.api.deps import EnvDep, NowDep, OrgActor, SessionDep
@@ -18,9 +19,13 @@ ERRORS: dict[int | str, dict[str, object]] = {
 ORG = "/v1/organizations/{org}"
 
 
-@router.get(ORG + "/agents", response_model=list[s.AgentOut], responses=ERRORS)
-def list_agents(actor: OrgActor, db: SessionDep) -> list[s.AgentOut]:
-    return [present.agent(a) for a in agents.list_agents(db, actor=actor)]
+@router.get(ORG + "/agents", response_model=s.Page[s.AgentOut], responses=ERRORS)
+def list_agents(
+    actor: OrgActor, db: SessionDep, limit: s.PageLimit = s.DEFAULT_PAGE_SIZE, starting_after: s.StartingAfter = None
+) -> s.Page[s.AgentOut]:
+    """Oldest first, then by name."""
+    after = None if starting_after is None else s.known_cursor(repo.agent_in_org(db, actor.org_id, starting_after))
+    return present.page(repo.agents_page(db, actor.org_id, limit=limit, after=after), limit, present.agent)
 
 
 @router.post(ORG + "/agents", status_code=201, response_model=s.AgentOut, responses=ERRORS)
@@ -56,9 +61,13 @@ def delete_agent(agent_id: str, actor: OrgActor, db: SessionDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get(ORG + "/members", response_model=list[s.UserOut], responses=ERRORS)
-def list_members(actor: OrgActor, db: SessionDep) -> list[s.UserOut]:
-    return [present.user(u) for u in members.list_members(db, actor=actor)]
+@router.get(ORG + "/members", response_model=s.Page[s.UserOut], responses=ERRORS)
+def list_members(
+    actor: OrgActor, db: SessionDep, limit: s.PageLimit = s.DEFAULT_PAGE_SIZE, starting_after: s.StartingAfter = None
+) -> s.Page[s.UserOut]:
+    """Oldest first."""
+    after = None if starting_after is None else s.known_cursor(repo.user_in_org(db, actor.org_id, starting_after))
+    return present.page(repo.users_page(db, actor.org_id, limit=limit, after=after), limit, present.user)
 
 
 @router.delete(ORG + "/members/{user_id}", status_code=204, responses=ERRORS)
@@ -67,9 +76,15 @@ def remove_member(user_id: str, actor: OrgActor, db: SessionDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get(ORG + "/invitations", response_model=list[s.InvitationOut], responses=ERRORS)
-def list_invitations(actor: OrgActor, db: SessionDep) -> list[s.InvitationOut]:
-    return [present.invitation(i) for i in members.list_invitations(db, actor=actor)]
+@router.get(ORG + "/invitations", response_model=s.Page[s.InvitationOut], responses=ERRORS)
+def list_invitations(
+    actor: OrgActor, db: SessionDep, limit: s.PageLimit = s.DEFAULT_PAGE_SIZE, starting_after: s.StartingAfter = None
+) -> s.Page[s.InvitationOut]:
+    """Oldest first."""
+    after = None if starting_after is None else s.known_cursor(
+        repo.invitation_in_org(db, actor.org_id, starting_after))
+    return present.page(repo.invitations_page(db, actor.org_id, limit=limit, after=after), limit,
+                        present.invitation)
 
 
 @router.post(ORG + "/invitations", status_code=201, response_model=s.CreatedInvitation, responses=ERRORS)
