@@ -26,10 +26,14 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+# Verified in place of a missing hash (an unknown email, an account without a password), so every
+# refused sign-in costs one argon2 verification and its time tells nothing about the account.
+_DUMMY_HASH = hash_password("not-a-real-password")
+
+
 def verify_password(password_hash: str | None, password: str) -> bool:
-    if not password_hash:
-        return False
+    """Whether ``password`` matches; always one full argon2 verification, even with no hash."""
     try:
-        return _hasher.verify(password_hash, password)
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False

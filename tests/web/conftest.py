@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
+from slotwise import security
 from tests.web.support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, LiveServer, World
 
 
@@ -66,3 +68,24 @@ def sign_in(page: Page, email: str, password: str = PASSWORD, path: str = "/logi
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+class CountingHasher:
+    """The argon2 hasher, counting verifications (what a refusal costs, without timing anything)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.verifications = inner, 0
+
+    def hash(self, password: str) -> str:
+        return str(self.inner.hash(password))
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        self.verifications += 1
+        return bool(self.inner.verify(password_hash, password))
+
+
+@pytest.fixture
+def hasher(monkeypatch: pytest.MonkeyPatch) -> CountingHasher:
+    counting = CountingHasher(security._hasher)
+    monkeypatch.setattr(security, "_hasher", counting)
+    return counting
