@@ -253,6 +253,9 @@ class WebSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # The message the next page shows once (JSON), kept here rather than in a cookie the browser
+    # could forge or garble.
+    flash: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class QuantityChange(Base):
