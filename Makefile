@@ -53,13 +53,16 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache slotwise-demo.db*
 
 # The reliability campaign (docs/RELIABILITY.md): the same tests as `make test`, with hundreds of race
-# trials, at least 50 SIGKILL trials per kind and database, and a longer schemathesis run.
+# trials, at least 50 SIGKILL trials per kind and database, 20 floods of 200 requests per database,
+# and a longer schemathesis run.
 RACE_TRIALS   ?= 100
 CRASH_TRIALS  ?= 50
+FLOOD_ROUNDS  ?= 20
 FUZZ_EXAMPLES ?= 100
 .PHONY: reliability
 reliability: install postgres
 	SLOTWISE_RACE_TRIALS=$(RACE_TRIALS) SLOTWISE_CRASH_TRIALS=$(CRASH_TRIALS) SLOTWISE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	SLOTWISE_FLOOD_ROUNDS=$(FLOOD_ROUNDS) \
 	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
 
 # SPEC §10 figures (docs/BENCHMARKS.md): slotwise's capacity check and add/remove path vs pgbench and raw sqlite3.

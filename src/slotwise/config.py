@@ -6,6 +6,18 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+# SLOTWISE_CONCURRENCY: how many requests one server process works on at once. It sizes, together,
+# everything a request in flight holds, so that none of them can run out while another waits:
+#   - the admission limit (api/admission.py): N requests in the app, 4 × N more waiting in a queue
+#     that costs no thread; beyond that, or after a few seconds in the queue, 503 + Retry-After;
+#   - the database connection pool (db.make_engine): N connections, no overflow, a short checkout
+#     timeout (a request uses one connection at a time, so N requests never wait for one);
+#   - the worker threads (at least N), since each request runs its sync parts on one thread at a time.
+# A connection pool smaller than the thread pool is what made floods stall: threads blocked on a
+# checkout while the holders of every connection waited for a thread. The default suits a 2-core
+# machine; raise it with the cores (and the database's max_connections: N per server process).
+DEFAULT_CONCURRENCY = 8
+
 
 def normalize_database_url(url: str) -> str:
     """Accept plain ``sqlite:///path`` and ``postgresql://…`` URLs and pick the driver ourselves."""
@@ -33,6 +45,7 @@ class Settings:
     clock_start: datetime | None
     secure_cookies: bool
     quantity_changes_per_hour: int = 30
+    concurrency: int = DEFAULT_CONCURRENCY  # SLOTWISE_CONCURRENCY, see above
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -51,4 +64,13 @@ class Settings:
             clock_start=parse_instant(start) if start else None,
             secure_cookies=e.get("SLOTWISE_SECURE_COOKIES", "").lower() in ("1", "true", "yes"),
             quantity_changes_per_hour=int(e.get("SLOTWISE_QUANTITY_CHANGES_PER_HOUR") or 30),
+            concurrency=_concurrency(e.get("SLOTWISE_CONCURRENCY")),
         )
+
+
+def _concurrency(text: str | None) -> int:
+    if not text:
+        return DEFAULT_CONCURRENCY
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError("SLOTWISE_CONCURRENCY must be a whole number of at least 1")
+    return int(text)

@@ -6,26 +6,41 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from slotwise.config import normalize_database_url
+from slotwise.config import DEFAULT_CONCURRENCY, normalize_database_url
+
+# Waiting longer than this for a pooled connection is answered 503 ``unavailable`` (api/app.py). With
+# admission control in front, a server request never waits for one; this bounds everything else.
+POOL_TIMEOUT_SECONDS = 5
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, concurrency: int = DEFAULT_CONCURRENCY, **kwargs: Any) -> Engine:
+    """An engine whose pool holds one connection per request in flight (``SLOTWISE_CONCURRENCY``,
+    see config.py) and no overflow; ``kwargs`` override any of it."""
     url = normalize_database_url(url)
     # Statement parameters hold password hashes and token hashes: keep them out of every error
     # message and traceback the driver raises.
     kwargs.setdefault("hide_parameters", True)
+    if not _in_memory(url):  # an in-memory SQLite database has a pool of its own kind, unsized
+        kwargs.setdefault("pool_size", concurrency)
+        kwargs.setdefault("max_overflow", 0)
+        kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
         _serialize_sqlite_writers(engine)
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 10)
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _in_memory(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and (
+        parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+    )
 
 
 def _serialize_sqlite_writers(engine: Engine) -> None:

@@ -197,3 +197,10 @@ def record(kind: str, **counts: int) -> None:
     entry = FIGURES.setdefault(kind, {})
     for name, n in counts.items():
         entry[name] = entry.get(name, 0) + n
+
+
+def record_worst(kind: str, **values: int) -> None:
+    """Figures where the worst trial is the one to report (latencies, wall times): kept, not summed."""
+    entry = FIGURES.setdefault(kind, {})
+    for name, n in values.items():
+        entry[name] = max(entry.get(name, n), n)

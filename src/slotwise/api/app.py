@@ -9,9 +9,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slotwise import __version__, web
+from slotwise.api.admission import Admission
 from slotwise.api.deps import AppState
 from slotwise.api.limits import BodySizeLimit
 from slotwise.api.routers import billing, operator, team
@@ -55,7 +57,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=409)
 
     @app.exception_handler(OperationalError)
-    async def database_busy(_: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(PoolTimeout)  # no pooled connection came free in time (db.POOL_TIMEOUT_SECONDS)
+    async def database_busy(_: Request, exc: Exception) -> JSONResponse:
         body = {"error": {"code": "unavailable", "message": "The database is busy. Try again shortly."}}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
@@ -79,7 +82,7 @@ def create_app(
     catalog: Catalog | None = None,
 ) -> FastAPI:
     settings = settings or Settings.from_env()
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url, concurrency=settings.concurrency)
     if clock is None:
         clock = SimulatedClock(settings.clock_start) if settings.clock == "simulated" else SystemClock()
     env = Env(catalog=catalog or load_catalog(settings.catalog_path), gateway=gateway or SandboxGateway(),
@@ -89,6 +92,9 @@ def create_app(
     app.state.slotwise = AppState(settings=settings, sessions=make_sessionmaker(engine), env=env, clock=clock)
     install_error_handlers(app)
     install_redaction()
+    # SLOTWISE_CONCURRENCY requests in the app at once, the rest queued or refused with 503; inside
+    # the body limit, so that a slow or oversized body never holds one of those places.
+    app.add_middleware(Admission, concurrency=settings.concurrency)
     app.add_middleware(BodySizeLimit)  # 413 above 64 KiB, before any parsing
     for router in (operator.router, billing.router, team.router):
         app.include_router(router)
