@@ -194,6 +194,21 @@ def delete_login_failures_before(db: Session, key: str, before: datetime) -> Non
     db.execute(delete(LoginFailure).where(LoginFailure.key == key, LoginFailure.at <= before))
 
 
+def lock_keys(db: Session, keys: Sequence[str]) -> None:
+    """Hold a lock on each key until the transaction ends, for check-then-change on rows that may not
+    exist yet (there is no row to lock FOR UPDATE). Taken in sorted order, so two callers never
+    deadlock; on SQLite, BEGIN IMMEDIATE already serializes every writer."""
+    if db.get_bind().dialect.name != "postgresql":
+        return
+    for key in sorted(set(keys)):
+        db.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+
+
+def delete_login_failures(db: Session, ids: Sequence[str]) -> None:
+    if ids:
+        db.execute(delete(LoginFailure).where(LoginFailure.id.in_(ids)))
+
+
 # --- lists, a page at a time: a keyset on each list's own order, limit + 1 rows to tell has_more ----
 
 def _sorts_after(order: Sequence[InstrumentedAttribute[Any]], row: object) -> ColumnElement[bool]:

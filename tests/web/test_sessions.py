@@ -200,7 +200,8 @@ class TestCsrf:
         old = client.cookies[COOKIE]
         assert client.post("/logout", follow_redirects=False).status_code == 403
         response = client.post("/logout", data={"csrf_token": page_csrf(client)}, follow_redirects=False)
-        assert (response.status_code, response.headers["location"]) == (303, "/login")
+        assert (response.status_code, response.headers["location"]) == (303, "/login?notice=signed-out")
+        assert "You&#39;ve been signed out." in client.get(response.headers["location"]).text
         client.cookies.set(COOKIE, old)
         assert client.get("/agents", follow_redirects=False).headers["location"] == "/login?next=%2Fagents"
 

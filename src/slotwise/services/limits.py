@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -56,9 +58,17 @@ def _minutes(seconds: int) -> str:
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
+def _email_key(email: str) -> str:
+    """The per-account key: the address as typed, or, for text that can't be an address (control
+    characters, absurd length), its digest, so such text is still counted but never stored."""
+    typed = email.strip().lower()
+    if len(typed) <= 320 and not any(ch < " " or ch == "\x7f" for ch in typed):
+        return f"email:{typed}"
+    return f"email-sha256:{hashlib.sha256(typed.encode(errors='replace')).hexdigest()}"
+
+
 def _login_keys(email: str, address: str) -> list[tuple[str, int]]:
-    return [(f"email:{email.strip().lower()}", LOGIN_FAILURES_PER_EMAIL),
-            (f"ip:{address}", LOGIN_FAILURES_PER_ADDRESS)]
+    return [(_email_key(email), LOGIN_FAILURES_PER_EMAIL), (f"ip:{address}"[:400], LOGIN_FAILURES_PER_ADDRESS)]
 
 
 def login_refusal(db: Session, *, email: str, address: str, at: datetime) -> RateLimited | None:
@@ -71,7 +81,36 @@ def login_refusal(db: Session, *, email: str, address: str, at: datetime) -> Rat
     return None
 
 
-def record_login_failure(db: Session, *, email: str, address: str, at: datetime) -> None:
-    for key, _cap in _login_keys(email, address):
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """A sign-in attempt, recorded as failed until its password proves right."""
+
+    failure_ids: tuple[str, ...]
+
+
+def begin_login_attempt(db: Session, *, email: str, address: str, at: datetime) -> LoginAttempt:
+    """Count one sign-in attempt against its email and client address, or raise ``rate_limited``.
+
+    The count runs under a lock on both keys and the attempt is written as a failure before its
+    password is checked; the caller commits (releasing the lock) before the slow hash and calls
+    ``forgive_login_attempt`` if the password was right. So concurrent guesses are counted one
+    after another and at most the cap is ever checked in a window, yet no guess waits on
+    another's hash.
+    """
+    keys = _login_keys(email, address)
+    repo.lock_keys(db, [key for key, _cap in keys])
+    refusal = login_refusal(db, email=email, address=address, at=at)
+    if refusal is not None:
+        raise refusal
+    failures = []
+    for key, _cap in keys:
         repo.delete_login_failures_before(db, key, at - LOGIN_WINDOW)
-        db.add(LoginFailure(id=new_id("lf"), key=key[:400], at=at))
+        failures.append(LoginFailure(id=new_id("lf"), key=key, at=at))
+    db.add_all(failures)
+    db.flush()
+    return LoginAttempt(tuple(f.id for f in failures))
+
+
+def forgive_login_attempt(db: Session, attempt: LoginAttempt) -> None:
+    """The password was right: the attempt no longer counts as a failure."""
+    repo.delete_login_failures(db, attempt.failure_ids)

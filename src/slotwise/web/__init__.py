@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse, Response
 
 from slotwise.web import auth, billing, portal, team
-from slotwise.web.deps import CsrfRejected, LoginRequired
+from slotwise.web.deps import CsrfRejected, LoginRequired, PageNotFound
 from slotwise.web.render import HERE, render
 
 
@@ -29,7 +29,7 @@ def _return_to(request: Request) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Add the pages, their static files and their two page-level guards to ``app``."""
+    """Add the pages, their static files and their page-level guards to ``app``."""
     for module in (auth, billing, portal, team):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -45,3 +45,10 @@ def install(app: FastAPI) -> None:
             "message": "The form was sent without its security token, so nothing was changed. "
                        "Go back, reload the page and try again.",
         }, status_code=403)
+
+    @app.exception_handler(PageNotFound)
+    async def page_not_found(request: Request, _: Exception) -> Response:
+        return render(request, "error.html", {
+            "title": "Page not found",
+            "message": "There is nothing at this address. Check the link, or go back and try again.",
+        }, status_code=404)

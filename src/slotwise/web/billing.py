@@ -17,7 +17,7 @@ from slotwise.capacity import AddonQuote
 from slotwise.catalog import MAX_SLOTS_PER_CHANGE, MIN_SLOTS_PER_CHANGE
 from slotwise.services import addons, organizations
 from slotwise.services.addons import AddonView
-from slotwise.web.deps import FormDep, JsonPageDep, Page, PageDep, act, parse_int
+from slotwise.web.deps import FormDep, JsonPageDep, Page, PageDep, act, parse_quantity, quantity_or_none
 from slotwise.web.render import Flash, long_date, money, plural, render
 
 router = APIRouter(include_in_schema=False)
@@ -115,7 +115,7 @@ def _card(page: Page, view: AddonView, overview: OrganizationOut, add_quantity: 
 def addons_page(page: PageDep, add: str = "", remove: str = "", quantity: str = "1") -> Response:
     """``?add=<code>`` opens that add-on's Add Slots dialog (where "Buy more seats" lands)."""
     overview = org_overview(page)
-    wanted = int(quantity) if quantity.isdigit() else 1
+    wanted = quantity_or_none(quantity) or 1
     wanted = min(max(wanted, MIN_SLOTS_PER_CHANGE), MAX_SLOTS_PER_CHANGE)
     cards = [_card(page, view, overview, wanted if view.addon.code == add else 1)
              for view in addons.list_addons(page.db, env=page.env, actor=page.actor)]
@@ -147,7 +147,7 @@ def add_slots(code: str, page: FormDep, quantity: Quantity = "",
         if submission and not claim_once(page.db, scope=f"web:{page.org.id}", key=submission, now=page.now):
             return Flash("error", "This purchase form was already submitted, so nothing more was charged.",
                          "Check your add-ons below before buying again.")
-        count = parse_int(quantity, "quantity", "Enter how many slots to add.")
+        count = parse_quantity(quantity, "Enter how many slots to add, in digits.")
         change = addons.add_slots(page.db, env=page.env, actor=page.actor, addon_code=code, quantity=count,
                                   at=page.now)
         invoice = change.invoice
@@ -164,7 +164,7 @@ def add_slots(code: str, page: FormDep, quantity: Quantity = "",
 def remove_slots(code: str, page: FormDep, quantity: Quantity = "",
                  all: Annotated[str, Form()] = "") -> Response:
     def action() -> Flash:
-        count = None if all else parse_int(quantity, "quantity", "Enter how many slots to remove.")
+        count = None if all else parse_quantity(quantity, "Enter how many slots to remove, in digits.")
         change = addons.remove_slots(page.db, env=page.env, actor=page.actor, addon_code=code, quantity=count,
                                      at=page.now)
         return Flash("success", change.message,

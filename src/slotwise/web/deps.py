@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,11 +13,11 @@ from fastapi import Depends, Form, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from slotwise.api.deps import AppState, SessionDep, StateDep
-from slotwise.errors import Forbidden, InvalidRequest, SlotwiseError, Unauthenticated
-from slotwise.models import Organization, User
+from slotwise.api.deps import AppState, SessionDep, StateDep, refuse_impossible_ids
+from slotwise.errors import Forbidden, InvalidRequest, NotFound, SlotwiseError, Unauthenticated
+from slotwise.models import Organization, User, WebSession
 from slotwise.services.context import Actor, Env
-from slotwise.web.render import Flash, redirect
+from slotwise.web.render import Flash, leave_flash, redirect
 from slotwise.web.sessions import SESSION_COOKIE, find_session
 
 CSRF_FIELD = "csrf_token"
@@ -31,6 +32,10 @@ class CsrfRejected(Exception):
     """A form arrived without this session's CSRF token."""
 
 
+class PageNotFound(Exception):
+    """The page's id can't name anything (it holds a control character): a 404 page."""
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """A signed-in request: the database transaction, the billing time and the caller."""
@@ -42,6 +47,7 @@ class Page:
     user: User
     org: Organization
     csrf: str
+    session: WebSession
 
     @property
     def env(self) -> Env:
@@ -65,13 +71,17 @@ def _page(request: Request, db: Session, state: AppState) -> Page | None:
     if signed_in is None:
         return None
     return Page(request=request, db=db, state=state, now=state.clock.now(db), user=signed_in.user,
-                org=signed_in.organization, csrf=signed_in.session.csrf_token)
+                org=signed_in.organization, csrf=signed_in.session.csrf_token, session=signed_in.session)
 
 
 def signed_in_page(request: Request, db: SessionDep, state: StateDep) -> Page:
     page = _page(request, db, state)
     if page is None:
         raise LoginRequired()
+    try:
+        refuse_impossible_ids(request)  # the API's rule for ids, so a NUL never reaches a lookup
+    except NotFound:
+        raise PageNotFound() from None
     return page
 
 
@@ -90,6 +100,7 @@ def checked_json(request: Request, db: SessionDep, state: StateDep) -> Page:
         raise Unauthenticated("Sign in again to continue.")
     if not hmac.compare_digest(request.headers.get(CSRF_HEADER, "").encode(), page.csrf.encode()):
         raise Forbidden("The CSRF token is missing or wrong. Reload the page.")
+    refuse_impossible_ids(request)
     return page
 
 
@@ -109,9 +120,11 @@ def act(page: Page, back: str, action: Callable[[], Flash]) -> Response:
         flash = action()
     except SlotwiseError as error:
         savepoint.rollback()
-        return redirect(page.request, back, explain(error))
-    savepoint.commit()
-    return redirect(page.request, back, flash)
+        flash = explain(error)
+    else:
+        savepoint.commit()
+    leave_flash(page.session, flash)
+    return redirect(back)
 
 
 def explain(error: SlotwiseError) -> Flash:
@@ -133,9 +146,21 @@ def explain(error: SlotwiseError) -> Flash:
     return Flash("error", error.message)
 
 
-def parse_int(text: str, field: str, message: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise InvalidRequest(message, field=field) from None
+# A count of slots as a person types it: ASCII digits only. ``int()`` alone would also take
+# ``1_0`` (ten), ``+3`` and other scripts' digits (``١٠``); ``str.isdigit`` passes ``²``, which
+# ``int()`` then refuses.
+_QUANTITY = re.compile(r"[0-9]{1,9}")
 
+
+def quantity_or_none(text: str) -> int | None:
+    """The one reading of a quantity for every page form and query parameter; None if not a count."""
+    value = text.strip(" \t")
+    return int(value) if _QUANTITY.fullmatch(value) else None
+
+
+def parse_quantity(text: str, message: str) -> int:
+    """A form's quantity, or ``invalid_request`` with ``message``; the service checks the range."""
+    value = quantity_or_none(text)
+    if value is None:
+        raise InvalidRequest(message, field="quantity")
+    return value

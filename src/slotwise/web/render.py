@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
@@ -15,11 +14,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from slotwise import __version__
+from slotwise.models import WebSession
 from slotwise.money import format_amount
-from slotwise.web.sessions import secure_cookies
 
 HERE = Path(__file__).parent
-FLASH_COOKIE = "slotwise_flash"
 FlashKind = Literal["success", "error", "info"]
 
 
@@ -58,35 +56,68 @@ class Flash:
     link_label: str | None = None
 
 
-def _encode(flash: Flash) -> str:
-    return base64.urlsafe_b64encode(json.dumps(asdict(flash)).encode()).decode()
+# The messages a page reached without a session can show, chosen by ``?notice=<code>``: the code
+# picks one of these fixed texts, so no text from a request is ever shown as the site's own.
+NOTICES: dict[str, Flash] = {
+    "signed-out": Flash("info", "You've been signed out."),
+    "invitation-invalid": Flash("error", "This invitation is no longer valid.",
+                                "Ask your organization for a new invitation, or sign in if you already joined."),
+    "invitation-email-taken": Flash("error", "The invited email already has an account.",
+                                    "Sign in with that email instead."),
+    "invitation-failed": Flash("error", "The invitation could not be accepted.",
+                               "Ask your organization for a new invitation."),
+}
 
 
-def _decode(raw: str | None) -> Flash | None:
+def notice_flash(code: str) -> Flash | None:
+    return NOTICES.get(code)
+
+
+def is_site_path(target: str | None) -> bool:
+    """A path on this site: never ``//host``, a scheme (``javascript:``), a backslash or a control
+    character, which a browser could read as another place."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return False
+    return not any(ch == "\\" or ch < " " or ch == "\x7f" for ch in target)
+
+
+def leave_flash(session: WebSession, flash: Flash | None) -> None:
+    """Keep ``flash`` on the signed-in session for the next page to show once."""
+    session.flash = None if flash is None else json.dumps(asdict(flash))
+
+
+def take_flash(session: WebSession) -> Flash | None:
+    """The message left for this page (then forgotten). Written only by ``leave_flash``, yet read
+    defensively: anything malformed is dropped, and a link shows only if it stays on this site."""
+    raw, session.flash = session.flash, None
     if not raw:
         return None
     try:
-        data = json.loads(base64.urlsafe_b64decode(raw.encode()))
-        return Flash(**{k: data.get(k) for k in ("kind", "text", "detail", "link_href", "link_label")})
-    except (ValueError, TypeError):
+        data = json.loads(raw)
+    except ValueError:
         return None
+    if not isinstance(data, dict) or data.get("kind") not in ("success", "error", "info"):
+        return None
+    fields = {k: data.get(k) for k in ("text", "detail", "link_href", "link_label")}
+    if not isinstance(fields["text"], str) or not all(v is None or isinstance(v, str) for v in fields.values()):
+        return None
+    href, label = fields["link_href"], fields["link_label"]
+    if not is_site_path(href) or not label:
+        href = label = None
+    return Flash(data["kind"], fields["text"], fields["detail"], href, label)
 
 
-def redirect(request: Request, to: str, flash: Flash | None = None) -> RedirectResponse:
-    """Post/Redirect/Get: the next page shows ``flash`` once."""
-    response = RedirectResponse(to, status_code=303)
-    if flash is not None:
-        response.set_cookie(FLASH_COOKIE, _encode(flash), path="/", httponly=True, samesite="lax",
-                            secure=secure_cookies(request), max_age=60)
-    return response
+def redirect(to: str) -> RedirectResponse:
+    """Post/Redirect/Get (a message for the next page goes on the session: ``leave_flash``)."""
+    return RedirectResponse(to, status_code=303)
 
 
 def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200) -> HTMLResponse:
-    """A page, with the flash message left by the previous redirect (then forgotten)."""
-    flash = _decode(request.cookies.get(FLASH_COOKIE))
+    """A page. A signed-in page (``page`` in the context) shows the flash message the previous
+    redirect left on its session, then forgets it; other pages show only a ``flash`` they are given."""
+    page = context.get("page")
+    flash = take_flash(page.session) if page is not None and "flash" not in context else None
     response = templates.TemplateResponse(request, name, {"flash": flash, **context}, status_code=status_code)
-    if flash is not None or FLASH_COOKIE in request.cookies:
-        response.delete_cookie(FLASH_COOKIE, path="/")
     _harden(response)
     return response
 

@@ -1,0 +1,139 @@
+"""Bad input on the pages gets the API's checks and a clear 4xx page, never a 500, on SQLite and
+PostgreSQL: the invitation form, ids in page addresses, and quantities."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.factories import Api
+from tests.web.test_sessions import login, make_org, page_csrf
+
+
+def _addon_slots(client: TestClient, org: dict[str, Any], code: str = "agent_slots") -> int:
+    headers = {"Authorization": f"Bearer {org['owner']['api_token']}"}
+    addons = client.get(f"/v1/organizations/{org['id']}/addons", headers=headers).json()
+    addons = addons["data"] if isinstance(addons, dict) else addons
+    return int(next(a for a in addons if a["code"] == code)["active_slots"])
+
+
+def _invitation_link(client: TestClient) -> str:
+    invited = client.post("/team/invitations", data={"email": "new@acme.test", "role": "member",
+                                                     "csrf_token": page_csrf(client, "/team")})
+    link = re.search(r"/invitations/inv_[\w-]+", invited.text)
+    assert link is not None
+    client.cookies.clear()
+    return link.group(0)
+
+
+def _accept(client: TestClient, link: str, **form: str) -> Any:
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get(link).text)
+    assert csrf is not None
+    return client.post(link, data={**form, "csrf_token": csrf.group(1)}, follow_redirects=False)
+
+
+class TestInvitationForm:
+    @pytest.mark.parametrize(("name", "password", "message"), [
+        ("x" * 5000, "a-long-password", "Enter your name in up to 200 characters"),
+        ("Nia\x00New", "a-long-password", "Enter your name in up to 200 characters"),
+        ("Nia New", "p" * 257, "Choose a password of 8 to 256 characters."),
+        ("Nia New", "short", "Choose a password of 8 to 256 characters."),
+    ])
+    def test_the_api_checks_apply_and_the_form_says_what_is_wrong(
+        self, name: str, password: str, message: str, api: Api, client: TestClient
+    ) -> None:
+        make_org(api)
+        login(client, "owner@acme.test")
+        link = _invitation_link(client)
+        refused = _accept(client, link, name=name, password=password)
+        assert refused.status_code == 422
+        assert message in refused.text
+        assert 'action="' + link + '"' in refused.text  # the form again, to correct
+        assert login(client, "new@acme.test", password).status_code == 401  # nobody joined
+        client.cookies.clear()
+        joined = _accept(client, link, name="Nia New", password="a-long-password")
+        assert (joined.status_code, joined.headers["location"]) == (303, "/agents")  # still usable
+
+    def test_an_expired_form_is_shown_again_with_the_reason(self, api: Api, client: TestClient) -> None:
+        make_org(api)
+        login(client, "owner@acme.test")
+        link = _invitation_link(client)
+        client.get(link)
+        refused = client.post(link, data={"name": "Nia", "password": "a-long-password", "csrf_token": "stale"})
+        assert refused.status_code == 403
+        assert "The form expired. Please try again." in refused.text
+
+
+NUL_ADDRESSES = [("get", "/billing/invoices/%00"), ("post", "/agents/%00/archive"),
+                 ("post", "/agents/%00/unarchive"), ("post", "/agents/%00/delete"),
+                 ("post", "/team/members/%00/remove"), ("post", "/team/invitations/%00/revoke"),
+                 ("post", "/billing/addons/%00/add"), ("post", "/billing/addons/%00/remove"),
+                 ("post", "/billing/addons/%00/keep")]
+
+
+class TestIdsInAddresses:
+    @pytest.mark.parametrize(("method", "path"), NUL_ADDRESSES)
+    def test_a_control_character_in_an_id_is_a_not_found_page(
+        self, method: str, path: str, api: Api, client: TestClient
+    ) -> None:
+        make_org(api)
+        login(client, "owner@acme.test")
+        if method == "get":
+            response = client.get(path)
+        else:
+            response = client.post(path, data={"csrf_token": page_csrf(client), "quantity": "1"},
+                                   follow_redirects=False)
+        assert response.status_code == 404
+        assert "Page not found" in response.text
+
+    def test_and_in_a_preview_call(self, api: Api, client: TestClient) -> None:
+        make_org(api)
+        login(client, "owner@acme.test")
+        response = client.post("/billing/addons/%00/preview", json={"action": "add", "quantity": 1},
+                               headers={"X-CSRF-Token": page_csrf(client)})
+        assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found")
+
+
+class TestQuantities:
+    @pytest.mark.parametrize("typed", ["²", "١٠", "1_0", "+3", " 3 x", "9" * 5000])
+    def test_the_add_dialog_opens_at_one_for_a_quantity_that_is_not_digits(
+        self, typed: str, api: Api, client: TestClient
+    ) -> None:
+        make_org(api)
+        login(client, "owner@acme.test")
+        response = client.get("/billing/addons", params={"add": "agent_slots", "quantity": typed})
+        assert response.status_code == 200
+        field = re.search(r'id="add-agent_slots-qty".*?value="([^"]*)"', response.text, re.S)
+        assert field is not None and field.group(1) == "1"
+
+    def test_digits_still_open_the_dialog_at_that_quantity(self, api: Api, client: TestClient) -> None:
+        make_org(api)
+        login(client, "owner@acme.test")
+        response = client.get("/billing/addons", params={"add": "agent_slots", "quantity": "3"})
+        field = re.search(r'id="add-agent_slots-qty".*?value="([^"]*)"', response.text, re.S)
+        assert field is not None and field.group(1) == "3"
+
+    @pytest.mark.parametrize("typed", ["1_0", "١٠", "²", "+2", "2.0", ""])
+    def test_the_add_form_refuses_anything_but_ascii_digits(self, typed: str, api: Api, client: TestClient) -> None:
+        org = make_org(api)
+        login(client, "owner@acme.test")
+        response = client.post("/billing/addons/agent_slots/add",
+                               data={"quantity": typed, "csrf_token": page_csrf(client)})
+        assert response.status_code == 200
+        assert "Enter how many slots to add, in digits." in response.text
+        assert _addon_slots(client, org) == 0  # nothing bought, nothing charged
+
+    def test_the_remove_form_refuses_anything_but_ascii_digits(self, api: Api, client: TestClient) -> None:
+        org = make_org(api)
+        login(client, "owner@acme.test")
+        client.post("/billing/addons/agent_slots/add", data={"quantity": "3", "csrf_token": page_csrf(client)})
+        response = client.post("/billing/addons/agent_slots/remove",
+                               data={"quantity": "1_0", "csrf_token": page_csrf(client)})
+        assert "Enter how many slots to remove, in digits." in response.text
+        assert _addon_slots(client, org) == 3
+        done = client.post("/billing/addons/agent_slots/remove",
+                           data={"quantity": "2", "csrf_token": page_csrf(client)})
+        assert "Slots removed successfully." in done.text
