@@ -32,8 +32,9 @@ class Period:
         return (self.end.date() - self.start.date()).days
 
     def days_left(self, at: datetime) -> int:
-        """Days from ``at``'s date (which counts) to the period's end date."""
-        return (self.end.date() - at.date()).days
+        """Days from ``at``'s date (which counts) to the period's end date; at least 1 while the
+        period runs, so on the renewal date before the renewal instant that day still counts."""
+        return max((self.end.date() - at.date()).days, 1)
 
     def contains(self, at: datetime) -> bool:
         return self.start <= at < self.end

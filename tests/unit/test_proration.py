@@ -22,6 +22,11 @@ class TestWorkedExample:
         result = prorate(quantity=2, unit_price=700, period=period, at=datetime(2026, 11, 26, 12, tzinfo=UTC))
         assert (result.days_left, result.days_in_period, result.factor, result.amount) == (19, 30, "19/30", 887)
 
+    def test_the_renewal_date_before_the_renewal_instant_counts_as_one_day(self) -> None:
+        period = period_at_index(datetime(2026, 11, 15, 9, tzinfo=UTC), 0)  # ends Dec 15 at 09:00
+        result = prorate(quantity=3, unit_price=700, period=period, at=datetime(2026, 12, 15, 8, tzinfo=UTC))
+        assert (result.factor, result.amount) == ("1/30", 70)
+
     def test_outside_the_period_is_an_error(self) -> None:
         period = period_at_index(datetime(2026, 11, 15, tzinfo=UTC), 0)
         with pytest.raises(ValueError):
