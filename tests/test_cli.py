@@ -147,6 +147,15 @@ class TestClockAndBillingRun:
         assert cli.run("operator", "clock", "--advance-days", "1", "--to", "2027-01-01").exit_code == 2
 
 
+    def test_out_of_range_clock_moves_are_refused_not_crashed(self, cli: Cli) -> None:
+        """A move past the years a datetime can hold was an OverflowError traceback."""
+        cli.refused("operator", "clock", "--advance-days", "3000000", code="invalid_request")
+        cli.refused("operator", "clock", "--advance-days", "3661", code="invalid_request")
+        cli.refused("operator", "clock", "--to", "9999-12-31T23:59:59Z", code="invalid_request")
+        cli.refused("operator", "clock", "--to", "next tuesday", code="invalid_request")
+        assert cli.json("operator", "clock", "--advance-days", "1")["at"].startswith("2026-11-16")
+
+
 class TestDemo:
     def test_seeds_once_and_hands_out_a_fresh_token_each_time(self, cli: Cli) -> None:
         first = cli.run("demo")

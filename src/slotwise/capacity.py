@@ -27,8 +27,10 @@ from slotwise.catalog import (
 from slotwise.errors import (
     AddonUnavailable,
     BelowUsage,
+    Conflict,
     InvalidRequest,
     LimitReached,
+    PaymentRequired,
     SlotwiseError,
     SubscriptionRequired,
 )
@@ -58,6 +60,7 @@ class OrgSnapshot:
     usage: dict[Resource, int]
     slots: dict[str, Slots] = field(default_factory=dict)
     period: Period | None = None  # None: no active subscription
+    unpaid: bool = False  # dunning ended: usage may not grow until a new card restarts billing
 
     def slots_of(self, addon: Addon) -> Slots:
         return self.slots.get(addon.code, Slots())
@@ -123,6 +126,8 @@ def reserve_growth(snap: OrgSnapshot, resource: Resource, count: int = 1) -> Gro
     If the growth fits today's capacity but not the next period's, the scheduled removal shrinks by
     what is needed so renewal never leaves the organization over capacity.
     """
+    if snap.unpaid:
+        raise PaymentRequired()
     cap = resource_capacity(snap, resource)
     addon = snap.catalog.addon_for(resource)
     wanted = cap.used + count
@@ -138,12 +143,13 @@ def reserve_growth(snap: OrgSnapshot, resource: Resource, count: int = 1) -> Gro
     shortfall = wanted - renewal_capacity(snap, resource)
     if shortfall <= 0:
         return GrowthDecision(addon.code, 0)
-    restorable = cap.active_slots - cap.renewal_slots if addon.offered_on(snap.next_plan) else 0
+    offered_next = addon.offered_on(snap.next_plan)
+    restorable = cap.active_slots - cap.renewal_slots if offered_next else 0
     if shortfall > restorable:
+        remedy = f"add {addon.name} first" if offered_next else "cancel the scheduled change on Plans first"
         raise LimitReached(
             f"Your plan changes to {snap.next_plan.name} at the next billing date, which allows "
-            f"{renewal_capacity(snap, resource)} {NOUNS[resource][1]}. Keep your current plan or "
-            f"add {addon.name} first.",
+            f"{renewal_capacity(snap, resource)} {NOUNS[resource][1]}. Keep your current plan or {remedy}.",
             addon=addon.code,
             resource=resource,
             limit=renewal_capacity(snap, resource),
@@ -181,6 +187,8 @@ class AddonQuote:
 def _availability(snap: OrgSnapshot, addon: Addon) -> SlotwiseError | None:
     if snap.period is None:
         return SubscriptionRequired()
+    if snap.unpaid:
+        return PaymentRequired()
     if not addon.offered_on(snap.plan):
         return AddonUnavailable(addon.unavailable_reason(snap.plan), addon=addon.code)
     if not addon.offered_on(snap.next_plan):
@@ -213,7 +221,10 @@ def quote_add(snap: OrgSnapshot, addon: Addon, quantity: int, at: datetime) -> A
             field="quantity",
         )
     charge, days_left, days = 0, None, None
-    if snap.period is not None and _quantity_error(quantity) is None:
+    if refusal is None and snap.period is not None and not snap.period.contains(at):
+        # The period ended after this request read it (a renewal ran meanwhile): quote nothing stale.
+        refusal = Conflict("Your billing period has just renewed. Reload and try again.")
+    if snap.period is not None and snap.period.contains(at) and _quantity_error(quantity) is None:
         proration = prorate(quantity=quantity, unit_price=price, period=snap.period, at=at)
         charge, days_left, days = proration.amount, proration.days_left, proration.days_in_period
     return AddonQuote(
@@ -289,6 +300,8 @@ def _availability_for_removal(
 ) -> SlotwiseError | None:
     if snap.period is None:
         return SubscriptionRequired()
+    if snap.unpaid:
+        return PaymentRequired()
     if slots.renewal == 0:
         return InvalidRequest("There are no slots left to remove.", field="quantity")
     if not remove_all and (error := _quantity_error(remove)):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import timedelta
 from typing import Any
 
 import click
@@ -15,7 +14,7 @@ from slotwise.catalog import load_catalog
 from slotwise.clock import Clock, SimulatedClock, SystemClock
 from slotwise.config import Settings, parse_instant
 from slotwise.db import make_engine, make_sessionmaker, transaction
-from slotwise.errors import SlotwiseError
+from slotwise.errors import InvalidRequest, SlotwiseError
 from slotwise.gateway import SandboxGateway
 from slotwise.migrate import upgrade
 from slotwise.services import organizations, renewals
@@ -158,8 +157,12 @@ def clock(advance_days: int | None, to_text: str | None) -> None:
     rt = Runtime()
     with rt.sessions.begin() as db:
         now = rt.clock.now(db)
-    target = parse_instant(to_text) if to_text else now + timedelta(days=advance_days or 0)
     try:
+        try:
+            to = parse_instant(to_text) if to_text else None
+        except ValueError:
+            raise InvalidRequest("--to must be an ISO 8601 time, e.g. 2026-12-15T00:00:00Z.", field="to") from None
+        target = renewals.clock_target(now, advance_days=advance_days, to=to)
         at, report = renewals.advance_clock(rt.sessions, env=rt.env, clock=rt.clock, to=target)
     except SlotwiseError as error:
         _fail(error)

@@ -36,6 +36,11 @@ class Unauthenticated(SlotwiseError):
 class OwnerOnly(SlotwiseError):
     code, status, default_message = "owner_only", 403, OWNER_ONLY_MESSAGE
 
+    @classmethod
+    def for_(cls, what: str) -> OwnerOnly:
+        """The refusal naming what was refused: ``Plan changes are Owner Only. …``."""
+        return cls(f"{what} are Owner Only. Ask your organization owner to make the change.")
+
 
 class Forbidden(SlotwiseError):
     code, status, default_message = "forbidden", 403, "Your role does not allow this."
@@ -72,7 +77,9 @@ class BelowUsage(SlotwiseError):
 
 
 class PaymentFailed(SlotwiseError):
-    code, status, default_message = "payment_failed", 402, "Your card was declined."
+    # Transient: after the card is fixed, the same request (and the same Idempotency-Key) may succeed.
+    code, status, transient = "payment_failed", 402, True
+    default_message = "Your card was declined."
 
 
 class IdempotencyConflict(SlotwiseError):
@@ -93,9 +100,20 @@ class EmailTaken(SlotwiseError):
     code, status, default_message = "email_taken", 409, "A user with this email already exists."
 
 
+class InvitationWithdrawn(SlotwiseError):
+    code, status = "invitation_withdrawn", 409
+    default_message = ("This email address already has an account, so the invitation can't be accepted and "
+                       "was withdrawn. Ask for an invitation to another address.")
+
+
 class ClockNotSimulated(SlotwiseError):
     code, status = "clock_not_simulated", 409
     default_message = "The clock can only be moved when SLOTWISE_CLOCK=simulated."
+
+
+class PaymentRequired(SlotwiseError):
+    code, status = "payment_required", 402
+    default_message = "A renewal payment failed. Update your payment method to resume."
 
 
 class RateLimited(SlotwiseError):

@@ -27,6 +27,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
+def email_key(email: str) -> str:
+    """The one form emails are compared in, on every database: trimmed and case-folded (Unicode,
+    not just ASCII: SQLite's ``lower()`` leaves ``Ö`` alone). The address as typed is kept for display."""
+    return email.strip().casefold()
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on every database (SQLite keeps no zone of its own)."""
 
@@ -89,6 +95,7 @@ class User(Base):
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)  # see email_key()
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str | None] = mapped_column(String(256))
@@ -111,10 +118,11 @@ class Invitation(Base):
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
     email: Mapped[str] = mapped_column(String(320))
+    email_key: Mapped[str] = mapped_column(String(320), index=True)  # see email_key()
     role: Mapped[str] = mapped_column(String(16))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    __table_args__ = (UniqueConstraint("org_id", "email"),)
+    __table_args__ = (UniqueConstraint("org_id", "email_key", name="uq_invitations_org_id_email_key"),)
 
 
 class Agent(Base):
@@ -145,7 +153,7 @@ class Subscription(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     __table_args__ = (
-        CheckConstraint("status in ('active', 'past_due', 'canceled')", name="status"),
+        CheckConstraint("status in ('active', 'past_due', 'unpaid', 'canceled')", name="status"),
     )
 
 
@@ -192,7 +200,7 @@ class Invoice(Base):
     )
     __table_args__ = (
         UniqueConstraint("org_id", "number"),
-        CheckConstraint("status in ('open', 'paid')", name="status"),
+        CheckConstraint("status in ('open', 'paid', 'void')", name="status"),
         Index("ix_invoices_org_created", "org_id", "created_at"),
     )
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, literal, select, tuple_
+from sqlalchemy import ColumnElement, delete, func, literal, select, tuple_, union, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from slotwise.models import (
@@ -21,6 +21,7 @@ from slotwise.models import (
     QuantityChange,
     Subscription,
     User,
+    email_key,
 )
 
 
@@ -45,7 +46,8 @@ def user_for_token_hash(db: Session, token_hash: str) -> User | None:
 
 
 def user_by_email(db: Session, email: str) -> User | None:
-    return db.scalar(select(User).where(func.lower(User.email) == email.lower()))
+    """The user with this email, compared case-folded (``models.email_key``)."""
+    return db.scalar(select(User).where(User.email_key == email_key(email)))
 
 
 def user_in_org(db: Session, org_id: str, user_id: str) -> User | None:
@@ -83,8 +85,17 @@ def invitation_in_org(db: Session, org_id: str, invitation_id: str) -> Invitatio
 
 
 def invitation_by_email(db: Session, org_id: str, email: str) -> Invitation | None:
-    query = select(Invitation).where(Invitation.org_id == org_id, func.lower(Invitation.email) == email.lower())
+    query = select(Invitation).where(Invitation.org_id == org_id, Invitation.email_key == email_key(email))
     return db.scalar(query)
+
+
+def delete_invitations_to(db: Session, email: str) -> None:
+    """Withdraw every pending invitation to ``email`` (it has an account now, so none can be accepted).
+
+    Only lowers usage, so it needs no other organization's lock.
+    """
+    db.execute(delete(Invitation).where(Invitation.email_key == email_key(email))
+               .execution_options(synchronize_session="fetch"))
 
 
 def invitation_by_token_hash(db: Session, token_hash: str) -> Invitation | None:
@@ -134,34 +145,38 @@ def open_invoice_ids_of_org(db: Session, org_id: str) -> Sequence[str]:
     return db.scalars(query).all()
 
 
-def due_subscriptions(db: Session, at: datetime, *, limit: int) -> Sequence[tuple[str, str]]:
-    """(org_id, subscription_id) of subscriptions whose period ended by ``at``, oldest first."""
-    query = (
-        select(Subscription.org_id, Subscription.id)
-        .where(Subscription.status != "canceled", Subscription.period_end <= at)
-        .order_by(Subscription.period_end, Subscription.id)
-        .limit(limit)
-    )
-    return [(row[0], row[1]) for row in db.execute(query)]
+def orgs_with_due_work(db: Session, at: datetime, *, limit: int) -> Sequence[str]:
+    """Organizations with a renewal or a scheduled payment retry due by ``at``."""
+    renewals = select(Subscription.org_id).where(Subscription.status.in_(("active", "past_due")),
+                                                 Subscription.period_end <= at)
+    retries = select(Invoice.org_id).where(Invoice.status == "open", Invoice.next_retry_at <= at)
+    query = union(renewals, retries).limit(limit)
+    return [row[0] for row in db.execute(query)]
 
 
-def due_retries(db: Session, at: datetime, *, limit: int) -> Sequence[tuple[str, str]]:
-    """(org_id, invoice_id) of open invoices whose next payment retry is due by ``at``."""
-    query = (
-        select(Invoice.org_id, Invoice.id)
-        .where(Invoice.status == "open", Invoice.next_retry_at <= at)
-        .order_by(Invoice.next_retry_at, Invoice.id)
-        .limit(limit)
-    )
-    return [(row[0], row[1]) for row in db.execute(query)]
+def org_has_due_work(db: Session, org_id: str, at: datetime) -> bool:
+    """Whether a renewal or scheduled retry of this organization came due by ``at`` (one round trip)."""
+    renewal = select(Subscription.id).where(Subscription.org_id == org_id, Subscription.period_end <= at,
+                                            Subscription.status.in_(("active", "past_due")))
+    retry = select(Invoice.id).where(Invoice.org_id == org_id, Invoice.status == "open",
+                                     Invoice.next_retry_at <= at)
+    return db.execute(union(renewal, retry).limit(1)).first() is not None
 
 
-def next_due_instant(db: Session) -> datetime | None:
-    """The earliest renewal or retry that is scheduled at all."""
-    renewal = db.scalar(select(func.min(Subscription.period_end)).where(Subscription.status != "canceled"))
-    retry = db.scalar(select(func.min(Invoice.next_retry_at)).where(Invoice.status == "open"))
-    found = [v for v in (renewal, retry) if v is not None]
-    return min(found) if found else None
+def first_due_retry_of_org(db: Session, org_id: str, at: datetime) -> Invoice | None:
+    """The open invoice of this organization whose scheduled retry is earliest and due by ``at``."""
+    query = (select(Invoice).where(Invoice.org_id == org_id, Invoice.status == "open", Invoice.next_retry_at <= at)
+             .order_by(Invoice.next_retry_at, Invoice.number).limit(1))
+    return db.scalar(query)
+
+
+def void_open_invoices_of_org(db: Session, org_id: str) -> Sequence[str]:
+    """Mark every open invoice of the organization void (never collected); returns their ids."""
+    ids = open_invoice_ids_of_org(db, org_id)
+    if ids:
+        db.execute(update(Invoice).where(Invoice.id.in_(ids)).values(status="void", next_retry_at=None)
+                   .execution_options(synchronize_session="fetch"))
+    return ids
 
 
 def idempotency_record(db: Session, scope: str, key: str) -> IdempotencyRecord | None:

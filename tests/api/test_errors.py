@@ -69,9 +69,9 @@ class TestUnauthenticated:
 class TestOwnerOnly:
     """Only the Owner may buy, remove or change anything billing-related (SPEC §2)."""
 
-    def _refused(self, response: Any) -> None:
+    def _refused(self, response: Any, what: str = "Add-ons") -> None:
         error = error_of(response, 403, "owner_only")
-        assert error["message"] == OWNER_ONLY
+        assert error["message"] == OWNER_ONLY.replace("Add-ons", what)
 
     def test_add_remove_keep_preview(self, api: Api, role: str) -> None:
         org = api.create_org("pro")
@@ -96,9 +96,10 @@ class TestOwnerOnly:
     def test_plan_and_payment_method(self, api: Api, role: str) -> None:
         org = api.create_org("pro")
         token = org.add_member(role)["api_token"]
-        self._refused(change_plan(org, "business", token=token))
-        self._refused(change_plan(org, "starter", token=token))
-        self._refused(set_card(org, DECLINED_CARD, token=token))
+        # The refusal says what was refused, in the help page's words.
+        self._refused(change_plan(org, "business", token=token), "Plan changes")
+        self._refused(change_plan(org, "starter", token=token), "Plan changes")
+        self._refused(set_card(org, DECLINED_CARD, token=token), "Payment method changes")
         summary = org.summary()
         assert summary["plan"]["code"] == "pro"
         assert summary["subscription"]["scheduled_plan"] is None
@@ -514,12 +515,27 @@ class TestIdempotency:
 
     def test_a_refusal_is_replayed_too(self, api: Api) -> None:
         org = api.create_org("pro")
+        org.create_agents(5)
+        assert org.add_slots("agent_slots", 1).status_code == 200
+        org.create_agents(1)
+        first = error_of(org.remove_slots("agent_slots", 1, key="try"), 409, "below_usage")
+        agent = org.get("/agents").json()["data"][0]["id"]
+        assert org.post(f"/agents/{agent}/archive").status_code == 200
+        # The same key answers as it did the first time; a new key removes.
+        replay = org.remove_slots("agent_slots", 1, key="try")
+        assert error_of(replay, 409, "below_usage") == first and replay.headers["Idempotent-Replayed"] == "true"
+        assert org.remove_slots("agent_slots", 1, key="try-again").status_code == 200
+
+    def test_a_declined_card_is_not_replayed_after_the_card_is_fixed(self, api: Api) -> None:
+        """The API and the pages agree: a decline changed nothing, so the same request may be sent
+        again once the card is fixed, under the same key, and then it buys, once."""
+        org = api.create_org("pro")
         assert set_card(org, DECLINED_CARD).status_code == 200
         error_of(org.add_slots("agent_slots", 1, key="try"), 402, "payment_failed")
         assert set_card(org, GOOD_CARD).status_code == 200
-        # The same key answers as it did the first time; a new key buys.
-        error_of(org.add_slots("agent_slots", 1, key="try"), 402, "payment_failed")
-        assert org.add_slots("agent_slots", 1, key="try-again").status_code == 200
+        assert org.add_slots("agent_slots", 1, key="try").status_code == 200
+        again = org.add_slots("agent_slots", 1, key="try")
+        assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
         assert org.capacity("agents")["active_slots"] == 1
 
     def test_agent_creation_and_plan_change_honour_the_key(self, api: Api) -> None:

@@ -225,24 +225,27 @@ class TestFailedRenewal:
         assert retried_at == [1, 3, 5]
         assert self.attempts(engine, renewal_id) == 4
 
-        report = api.clock_to("2027-01-14T00:00:00Z")  # no more retries before the next renewal
+        assert subscription(org)["status"] == "unpaid"  # the last retry failed: dunning is over
+        report = api.clock_to("2027-01-14T00:00:00Z")  # no more retries
         assert report["retried_failed"] == [] and report["retried_paid"] == []
         assert self.attempts(engine, renewal_id) == 4
         assert ok(org.get(f"/invoices/{renewal_id}"))["status"] == "open"
-        assert subscription(org)["status"] == "past_due"
 
+        # A new card voids the stale invoice and starts a new period now, billed in full.
         updated = ok(set_card(org, GOOD_CARD))
         assert updated["payment_method"]["last4"] == GOOD_CARD[-4:]
-        assert [(i["id"], i["status"]) for i in updated["retried_invoices"]] == [(renewal_id, "paid")]
-        paid = ok(org.get(f"/invoices/{renewal_id}"))
-        assert paid["status"] == "paid" and paid["paid_at"] == iso("2027-01-14T00:00")
-        assert paid["total"] == renewal["total"] and paid["lines"] == renewal["lines"]
-        assert subscription(org)["status"] == "active"
-        assert self.attempts(engine, renewal_id) == 5
+        assert updated["voided_invoices"] == [renewal_id] and updated["retried_invoices"] == []
+        restart = updated["restart_invoice"]
+        check_invoice(restart, kind="renewal", period=("2027-01-14T00:00", "2027-02-14T00:00"),
+                      lines=[full_month("pro", PRO)])
+        assert ok(org.get(f"/invoices/{renewal_id}"))["status"] == "void"
+        assert self.attempts(engine, renewal_id) == 4
+        sub = subscription(org)
+        assert sub["status"] == "active" and sub["next_billing_date"] == iso("2027-02-14T00:00")
 
-        report = api.clock_to("2027-01-15T09:00:00Z")
+        report = api.clock_to("2027-02-14T00:00:00Z")  # the next renewal follows the new anchor
         assert len(report["renewed"]) == 1 and report["payments_failed"] == []
-        assert all(i["status"] == "paid" for i in all_invoices(org))
+        assert [i["status"] for i in all_invoices(org)] == ["paid", "void", "paid", "paid"]
 
     def test_updating_to_another_failing_card_keeps_it_past_due(self, api: Api, engine: Engine) -> None:
         org = api.create_org("pro")
@@ -257,17 +260,39 @@ class TestFailedRenewal:
         assert api.clock_to("2026-12-20T09:00:00Z")["retried_failed"] == [renewal_id]
         assert self.attempts(engine, renewal_id) == 5
 
-    def test_a_new_card_pays_every_open_renewal_at_once(self, api: Api) -> None:
+    def test_an_unpaid_subscription_stops_billing_and_growing_until_a_new_card(self, api: Api) -> None:
+        org = api.create_org("starter")
+        ok(org.add_slots("agent_slots", 2))
+        org.create_agents(3)
+        ok(set_card(org, DECLINED_CARD))
+        report = api.clock_to("2027-12-20T00:00:00Z")  # 13 months on: one declined renewal, then nothing
+        assert len(report["renewed"]) == 1 and report["unpaid"] == [subscription(org)["id"]]
+        invoices = all_invoices(org)
+        assert [i["status"] for i in invoices] == ["paid", "paid", "open"]
+        assert subscription(org)["status"] == "unpaid"
+
+        refusal = error_of(org.post("/agents", {"name": "One more"}), 402, "payment_required")
+        assert refusal["message"] == "A renewal payment failed. Update your payment method to resume."
+        error_of(org.add_slots("agent_slots", 1), 402, "payment_required")
+        error_of(change_plan(org, "pro"), 402, "payment_required")
+        assert org.capacity("agents")["used"] == 3  # what exists stays; nothing is deleted
+
+        updated = ok(set_card(org, GOOD_CARD))
+        assert updated["voided_invoices"] == [invoices[2]["id"]]
+        check_invoice(updated["restart_invoice"], kind="renewal", period=("2027-12-20T00:00", "2028-01-20T00:00"),
+                      lines=[full_month("starter", STARTER), Line("agent_slots", 2, AGENT, 2 * AGENT)])
+        assert subscription(org)["status"] == "active"
+        assert org.post("/agents", {"name": "One more"}).status_code == 201
+
+    def test_a_declined_new_card_leaves_an_unpaid_subscription_as_it_was(self, api: Api) -> None:
         org = api.create_org("starter")
         ok(set_card(org, DECLINED_CARD))
-        api.clock_to("2027-01-20T00:00:00Z")  # Dec 15 and Jan 15 both declined, all retries spent
-        open_ids = [i["id"] for i in all_invoices(org) if i["status"] == "open"]
-        assert len(open_ids) == 2
-        updated = ok(set_card(org, GOOD_CARD))
-        assert sorted((i["id"], i["status"]) for i in updated["retried_invoices"]) == sorted(
-            (i, "paid") for i in open_ids)
-        assert subscription(org)["status"] == "active"
-        assert [i["status"] for i in all_invoices(org)] == ["paid"] * 3
+        api.clock_to("2026-12-21T00:00:00Z")
+        assert subscription(org)["status"] == "unpaid"
+        error_of(set_card(org, "4000000000009995"), 402, "payment_failed")
+        assert subscription(org)["status"] == "unpaid"
+        assert [i["status"] for i in all_invoices(org)] == ["paid", "open"]
+        assert org.summary()["payment_method"]["last4"] == "0002"  # the refused card was not kept
 
     @staticmethod
     def attempts(engine: Engine, invoice_id: str) -> int:
@@ -437,7 +462,8 @@ class TestBillingRunTwice:
     def test_concurrent_runs(self, api: Api, jump: Any, engine: Engine) -> None:
         orgs = [api.create_org(plan) for plan in ("starter", "pro", "business", "pro")]
         ok(set_card(orgs[3], DECLINED_CARD))
-        jump("2027-01-16T12:00:00Z")  # two renewals each, and the declined one's first retry is due
+        # Two renewals each; the declined one renews once, is retried three times and is unpaid after.
+        jump("2027-01-16T12:00:00Z")
         reports: list[dict[str, Any]] = []
         errors: list[BaseException] = []
         barrier = threading.Barrier(4)
@@ -456,15 +482,16 @@ class TestBillingRunTwice:
             thread.join()
         assert errors == []
         renewed = [i for report in reports for i in report["renewed"]]
-        assert len(renewed) == len(set(renewed)) == 2 * len(orgs)
+        assert len(renewed) == len(set(renewed)) == 2 * 3 + 1
         for org in orgs:
             renewals = [i for i in all_invoices(org) if i["kind"] == "renewal"]
-            assert [i["period_start"][:10] for i in renewals] == ["2026-12-15", "2027-01-15"]
+            expected = ["2026-12-15"] if org is orgs[3] else ["2026-12-15", "2027-01-15"]
+            assert [i["period_start"][:10] for i in renewals] == expected
         assert billing_run(api)["renewed"] == []
         # The reports account for every charge attempt on the declined card, no more, no less.
         failed = [i for report in reports for i in report["payments_failed"]]
         retried = [i for report in reports for i in report["retried_failed"] + report["retried_paid"]]
-        assert len(failed) == 2
+        assert len(failed) == 1 and len(retried) == 3
         assert sum(TestFailedRenewal.attempts(engine, i) for i in set(failed)) == len(failed) + len(retried)
 
 

@@ -67,6 +67,36 @@ class TestInvitationForm:
         assert "The form expired. Please try again." in refused.text
 
 
+    def test_an_invitation_to_an_email_with_an_account_elsewhere_is_withdrawn(
+        self, api: Api, client: TestClient
+    ) -> None:
+        make_org(api)
+        login(client, "owner@acme.test")
+        link = _invitation_link(client)
+        api.create_org("pro", owner_email="NEW@acme.test")  # the invitee registers elsewhere
+        client.cookies.clear()
+        assert "no longer valid" in client.get(link).text  # the invitation went with it
+
+    def test_accepting_an_invitation_made_to_a_registered_email_withdraws_it(
+        self, api: Api, client: TestClient
+    ) -> None:
+        make_org(api)
+        other = api.create_org("pro")
+        taken = other.get("/members").json()["data"][0]["email"]
+        login(client, "owner@acme.test")
+        invited = client.post("/team/invitations", data={"email": taken, "role": "member",
+                                                         "csrf_token": page_csrf(client, "/team")})
+        assert f"{taken} was invited." in invited.text  # the same answer as for anyone
+        link = re.search(r"/invitations/inv_[\w-]+", invited.text)
+        assert link is not None
+        client.cookies.clear()
+        refused = _accept(client, link.group(0), name="Someone", password="a-long-password")
+        assert refused.headers["location"] == "/login?notice=invitation-withdrawn"
+        assert "this invitation was withdrawn" in client.get(refused.headers["location"]).text
+        login(client, "owner@acme.test")
+        assert taken not in client.get("/team").text  # its seat is free again
+
+
 NUL_ADDRESSES = [("get", "/billing/invoices/%00"), ("post", "/agents/%00/archive"),
                  ("post", "/agents/%00/unarchive"), ("post", "/agents/%00/delete"),
                  ("post", "/team/members/%00/remove"), ("post", "/team/invitations/%00/revoke"),

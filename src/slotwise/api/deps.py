@@ -15,6 +15,7 @@ from slotwise.clock import Clock
 from slotwise.config import Settings
 from slotwise.errors import NotFound, Unauthenticated
 from slotwise.security import hash_secret
+from slotwise.services import renewals
 from slotwise.services.context import Actor, Env
 
 
@@ -78,12 +79,33 @@ def current_user_actor(request: Request, db: SessionDep) -> Actor:
     return Actor(user_id=user.id, org_id=user.org_id, role=user.role)  # type: ignore[arg-type]
 
 
-def org_actor(org: str, request: Request, actor: Annotated[Actor, Depends(current_user_actor)]) -> Actor:
-    """The caller, who must belong to ``{org}``; any other organization is simply not found."""
+def org_actor(org: str, request: Request, actor: Annotated[Actor, Depends(current_user_actor)],
+              state: StateDep, db: SessionDep, now: NowDep) -> Actor:
+    """The caller, who must belong to ``{org}``; any other organization is simply not found.
+
+    What came due for the organization (a renewal the billing run has not reached yet) runs first.
+    """
     if actor.org_id != org:
         raise NotFound("No such organization.")
     refuse_impossible_ids(request)
+    run_what_came_due(state, db, org_id=org, at=now)
     return actor
+
+
+def run_what_came_due(state: AppState, db: Session, *, org_id: str, at: datetime) -> None:
+    """SPEC §3: a request about an organization first runs its renewals and retries that came due,
+    so nobody sees a stale period (or a period ``at`` lies outside) between the sweep's runs.
+
+    The catch-up commits on its own, ahead of the request: a renewal's charge must not be undone by
+    the request being refused later. The request's transaction (on SQLite, the write lock) is ended
+    first so the catch-up can take the organization lock.
+    """
+    if not repo.org_has_due_work(db, org_id, at):
+        return
+    db.commit()
+    with state.sessions.begin() as own:
+        renewals.catch_up(own, env=state.env, org_id=org_id, at=at)
+    db.expire_all()
 
 
 def refuse_impossible_ids(request: Request) -> None:

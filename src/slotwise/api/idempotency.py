@@ -1,9 +1,19 @@
 """``Idempotency-Key`` for every POST that moves money or capacity.
 
+A key belongs to the caller (the user whose token sent it), never to the organization: another
+caller's identical key runs as a request of its own, and the caller's permission for the route is
+checked before anything is replayed, so a stored answer never reaches someone who could not have
+made the request.
+
 The key is reserved by inserting its row first, in the request's own transaction. A concurrent
 request with the same key blocks on that row's unique index (PostgreSQL) or on the write lock
 (SQLite) until the first commits, then finds the stored answer and replays it: one charge, one
-invoice, however many times a client retries. Refusals are stored and replayed too.
+invoice, however many times a client retries. Refusals are stored and replayed too, except those
+that may be answered differently later (a declined card, the hourly cap): fixing the cause and
+retrying with the same key runs the request again.
+
+Stored answers keep no secret: API and invitation tokens are shown once, in the first answer, and
+a replay gives everything else with a ``replay_note`` saying so.
 """
 
 from __future__ import annotations
@@ -25,6 +35,39 @@ from slotwise.errors import IdempotencyConflict, InvalidRequest, SlotwiseError
 from slotwise.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
+SECRET_FIELDS = frozenset({"api_token", "token"})
+SECRET_WITHHELD = ("This is a replay of an earlier answer. Secrets (API and invitation tokens) are shown only "
+                   "once, in the first answer, and are not kept.")
+
+
+def caller_scope(user_id: str) -> str:
+    """The scope of a user's keys: their own, whatever organization they act in."""
+    return f"user:{user_id}"
+
+
+def _withhold_secrets(value: Any) -> tuple[Any, bool]:
+    """``value`` with every secret field set to None, and whether there was one."""
+    if isinstance(value, dict):
+        found, out = False, dict[str, Any]()
+        for name, item in value.items():
+            if name in SECRET_FIELDS and item is not None:
+                out[name], found = None, True
+            else:
+                out[name], inner = _withhold_secrets(item)
+                found = found or inner
+        return out, found
+    if isinstance(value, list):
+        pairs = [_withhold_secrets(item) for item in value]
+        return [p[0] for p in pairs], any(p[1] for p in pairs)
+    return value, False
+
+
+def stored_answer(result: dict[str, Any]) -> str:
+    """What is kept for replays: the answer without its secrets (and a note when one was withheld)."""
+    kept, withheld = _withhold_secrets(result)
+    if withheld:
+        kept["replay_note"] = SECRET_WITHHELD
+    return json.dumps(kept)
 
 
 def _request_hash(request: Request, body: BaseModel | None) -> str:
@@ -48,9 +91,16 @@ def run_idempotent(
     now: datetime,
     body: BaseModel | None,
     action: Callable[[], BaseModel],
+    authorize: Callable[[], None] | None = None,
     status_code: int = 200,
 ) -> JSONResponse:
-    """Run ``action`` once per (scope, Idempotency-Key); without a key, just run it."""
+    """Run ``action`` once per (scope, Idempotency-Key); without a key, just run it.
+
+    ``scope`` is the caller's (:func:`caller_scope`, or "operator"); ``authorize`` raises if the
+    caller may not make this request, and runs before a stored answer is looked up.
+    """
+    if authorize is not None:
+        authorize()
     key = request.headers.get("idempotency-key")
     if key is None:
         return JSONResponse(action().model_dump(mode="json"), status_code=status_code)
@@ -81,7 +131,7 @@ def run_idempotent(
         if error.transient:  # e.g. rate_limited: the same request may be answered differently later
             raise
         result, code = error.body(), error.status
-    record.status_code, record.response_body = code, json.dumps(result)
+    record.status_code, record.response_body = code, stored_answer(result)
     db.flush()
     return JSONResponse(result, status_code=code)
 

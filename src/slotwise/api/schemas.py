@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Query
 from pydantic import (
@@ -214,7 +214,7 @@ class PeriodOut(BaseModel):
 class SubscriptionOut(BaseModel):
     id: str
     plan: str
-    status: Literal["active", "past_due", "canceled"]
+    status: Literal["active", "past_due", "unpaid", "canceled"]
     plan_price: int
     currency: str
     current_period: PeriodOut
@@ -258,8 +258,16 @@ class UserOut(BaseModel):
     created_at: datetime
 
 
+def _replay_note() -> Any:
+    return Field(default=None, description="Set on a replayed answer (Idempotency-Key): its secret is withheld.")
+
+
+SHOWN_ONCE = "Shown once, in the first answer; null in a replay (only a hash is kept)."
+
+
 class UserWithToken(UserOut):
-    api_token: str
+    api_token: str | None = Field(description=SHOWN_ONCE)
+    replay_note: str | None = _replay_note()
 
 
 class CreatedOrganization(BaseModel):
@@ -268,6 +276,7 @@ class CreatedOrganization(BaseModel):
     plan: str
     owner: UserWithToken
     created_at: datetime
+    replay_note: str | None = _replay_note()
 
 
 class InvoiceLineOut(BaseModel):
@@ -289,7 +298,7 @@ class InvoiceOut(BaseModel):
     id: str
     number: int
     kind: str
-    status: Literal["open", "paid"]
+    status: Literal["open", "paid", "void"]
     currency: str
     total: int
     period_start: datetime
@@ -362,8 +371,9 @@ class InvitationOut(BaseModel):
 
 
 class CreatedInvitation(InvitationOut):
-    token: str
+    token: str | None = Field(description=SHOWN_ONCE)
     restored_slots: int
+    replay_note: str | None = _replay_note()
 
 
 class PlanChangeOut(BaseModel):
@@ -377,6 +387,10 @@ class PlanChangeOut(BaseModel):
 class PaymentMethodUpdated(BaseModel):
     payment_method: PaymentMethodOut
     retried_invoices: list[InvoiceOut]
+    voided_invoices: list[str] = Field(default_factory=list,
+                                       description="Stale invoices of an unpaid subscription, voided by its restart.")
+    restart_invoice: InvoiceOut | None = Field(
+        default=None, description="The new period of an unpaid subscription, restarted and billed in full.")
 
 
 class SweepOut(BaseModel):
@@ -386,3 +400,4 @@ class SweepOut(BaseModel):
     payments_failed: list[str]
     retried_paid: list[str]
     retried_failed: list[str]
+    unpaid: list[str]

@@ -30,10 +30,11 @@ class Env:
     quantity_changes_per_hour: int = 30  # add/remove operations per organization (SPEC §9 abuse guard)
 
 
-def require_owner(actor: Actor) -> None:
-    """Add-ons, plan and payment method are Owner Only (the help page's wording)."""
+def require_owner(actor: Actor, what: str = "Add-ons") -> None:
+    """Add-ons, plan and payment method are Owner Only (the help page's wording, naming what was
+    refused)."""
     if not actor.is_owner:
-        raise OwnerOnly()
+        raise OwnerOnly() if what == "Add-ons" else OwnerOnly.for_(what)
 
 
 def require_manager(actor: Actor) -> None:

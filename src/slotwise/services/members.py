@@ -10,8 +10,16 @@ from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
 from slotwise.capacity import reserve_growth
-from slotwise.errors import Conflict, EmailTaken, Forbidden, InvalidRequest, NotFound, TeamsUnavailable
-from slotwise.models import Invitation, User, new_id
+from slotwise.errors import (
+    Conflict,
+    EmailTaken,
+    Forbidden,
+    InvalidRequest,
+    InvitationWithdrawn,
+    NotFound,
+    TeamsUnavailable,
+)
+from slotwise.models import Invitation, User, email_key, new_id
 from slotwise.security import hash_secret, new_secret
 from slotwise.services.context import Actor, Env, Role, require_manager
 from slotwise.services.organizations import NewUser, _new_user, apply_restore
@@ -56,16 +64,18 @@ def invite(db: Session, *, env: Env, actor: Actor, email: str, role: Role, at: d
     if not snap.plan.teams:
         raise TeamsUnavailable()
     email = email.strip()
-    if repo.user_by_email(db, email) is not None:
-        raise EmailTaken(f"{email} already has an account.", field="email")
+    existing = repo.user_by_email(db, email)
+    if existing is not None and existing.org_id == org.id:
+        raise Conflict(f"{email} is already a member of your organization.", field="email")
+    # An account elsewhere is not mentioned: the answer must not tell who has an account. Such an
+    # invitation can't be accepted; trying withdraws it (``withdraw_if_unusable``).
     if repo.invitation_by_email(db, org.id, email) is not None:
         raise Conflict(f"{email} has already been invited.", field="email")
     decision = reserve_growth(snap, "members")
     apply_restore(db, org.id, decision.addon, decision.restore_slots, at)
     token, token_hash = new_secret("inv")
-    invitation = Invitation(
-        id=new_id("ivt"), org_id=org.id, email=email, role=role, token_hash=token_hash, created_at=at
-    )
+    invitation = Invitation(id=new_id("ivt"), org_id=org.id, email=email, email_key=email_key(email), role=role,
+                            token_hash=token_hash, created_at=at)
     db.add(invitation)
     db.flush()
     return NewInvitation(invitation, token, decision.restore_slots)
@@ -79,6 +89,18 @@ def revoke_invitation(db: Session, *, actor: Actor, invitation_id: str) -> None:
         raise NotFound("No such invitation.")
     db.delete(invitation)
     db.flush()
+
+
+def withdraw_if_unusable(db: Session, *, token: str) -> InvitationWithdrawn | None:
+    """An invitation whose email has an account (made elsewhere) can never be accepted: withdraw it,
+    freeing its seat, and return the refusal to show. The caller commits the withdrawal."""
+    invitation = repo.invitation_by_token_hash(db, hash_secret(token))
+    if invitation is None or repo.user_by_email(db, invitation.email) is None:
+        return None
+    locked_org(db, invitation.org_id)
+    db.delete(invitation)
+    db.flush()
+    return InvitationWithdrawn()
 
 
 def accept_invitation(db: Session, *, token: str, name: str | None, password: str, at: datetime) -> NewUser:

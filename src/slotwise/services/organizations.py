@@ -17,7 +17,7 @@ from slotwise.capacity import (
 )
 from slotwise.catalog import RESOURCES
 from slotwise.errors import EmailTaken, InvalidRequest, NotFound, TeamsUnavailable
-from slotwise.models import ApiToken, Organization, Subscription, User, new_id
+from slotwise.models import ApiToken, Organization, Subscription, User, email_key, new_id
 from slotwise.security import hash_password, new_secret
 from slotwise.services.context import Env, Role
 from slotwise.services.snapshot import load_snapshot, locked_org
@@ -38,10 +38,12 @@ def _new_user(
     email = email.strip()
     if repo.user_by_email(db, email) is not None:
         raise EmailTaken(f"A user with the email {email} already exists.", field="email")
+    repo.delete_invitations_to(db, email)  # frees the seats they held in other organizations
     user = User(
         id=new_id("usr"),
         org_id=org_id,
         email=email,
+        email_key=email_key(email),
         name=(name or email.split("@")[0]).strip(),
         role=role,
         password_hash=hash_password(password) if password else None,

@@ -39,4 +39,5 @@ def load_snapshot(db: Session, catalog: Catalog, org: Organization) -> OrgSnapsh
             for code, row in repo.addons_of_org(db, org.id).items()
         },
         period=subscription_period(sub) if sub else None,
+        unpaid=sub is not None and sub.status == "unpaid",
     )

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from slotwise import repositories as repo
 from slotwise.capacity import plan_change_refusal
 from slotwise.catalog import Plan
-from slotwise.errors import InvalidRequest, PaymentFailed, PlanUnavailable
+from slotwise.errors import InvalidRequest, PaymentFailed, PaymentRequired, PlanUnavailable
 from slotwise.models import Invoice, Organization, Subscription, new_id
 from slotwise.periods import period_at_index
 from slotwise.proration import prorate
@@ -81,7 +81,7 @@ def start_subscription(
 def change_plan(db: Session, *, env: Env, actor: Actor, plan_code: str, at: datetime) -> PlanChange:
     """Move to ``plan_code``: an upgrade now (pro-rated, the unused old plan credited on the same
     invoice), a downgrade at the next billing date if usage and add-ons fit the new plan."""
-    require_owner(actor)
+    require_owner(actor, "Plan changes")
     org = locked_org(db, actor.org_id)
     new_plan = env.catalog.plans.get(plan_code)
     if new_plan is None:
@@ -90,6 +90,8 @@ def change_plan(db: Session, *, env: Env, actor: Actor, plan_code: str, at: date
         raise PlanUnavailable(f"{new_plan.name} has custom terms. Contact sales to move to it.")
     current = env.catalog.plan(org.plan_code)
     sub = repo.current_subscription(db, org.id)
+    if sub is not None and sub.status == "unpaid":
+        raise PaymentRequired()
     if sub is None:
         if new_plan.is_free:
             raise InvalidRequest("You are already on the Free plan.", field="plan")

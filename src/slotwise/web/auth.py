@@ -34,7 +34,8 @@ router = APIRouter(include_in_schema=False)
 HOME = "/billing/addons"
 _EMAIL = TypeAdapter(Email)
 # Why a refused invitation sends the person to sign in: a fixed notice per error code.
-_INVITATION_NOTICES = {"not_found": "invitation-invalid", "email_taken": "invitation-email-taken"}
+_INVITATION_NOTICES = {"not_found": "invitation-invalid", "email_taken": "invitation-email-taken",
+                       "invitation_withdrawn": "invitation-withdrawn"}
 
 TextField = Annotated[str, Form()]
 
@@ -155,6 +156,9 @@ def accept_invitation(token: str, request: Request, db: SessionDep, state: State
         error = ("Choose a password of 8 to 256 characters." if "password" in wrong else
                  "Enter your name in up to 200 characters, without control characters.")
         return _accept_page(request, db, token, error=error, status_code=422)
+    if members.withdraw_if_unusable(db, token=token) is not None:
+        db.commit()  # the withdrawal (its seat freed) stands although the acceptance is refused
+        return redirect("/login?notice=invitation-withdrawn")
     savepoint = db.begin_nested()
     try:
         new = members.accept_invitation(db, token=token, name=body.name, password=body.password,

@@ -13,7 +13,7 @@ from fastapi import Depends, Form, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from slotwise.api.deps import AppState, SessionDep, StateDep, refuse_impossible_ids
+from slotwise.api.deps import AppState, SessionDep, StateDep, refuse_impossible_ids, run_what_came_due
 from slotwise.errors import Forbidden, InvalidRequest, NotFound, SlotwiseError, Unauthenticated
 from slotwise.models import Organization, User, WebSession
 from slotwise.services.context import Actor, Env
@@ -70,7 +70,9 @@ def _page(request: Request, db: Session, state: AppState) -> Page | None:
     signed_in = find_session(db, request.cookies.get(SESSION_COOKIE))
     if signed_in is None:
         return None
-    return Page(request=request, db=db, state=state, now=state.clock.now(db), user=signed_in.user,
+    now = state.clock.now(db)
+    run_what_came_due(state, db, org_id=signed_in.organization.id, at=now)  # no stale period on any page
+    return Page(request=request, db=db, state=state, now=now, user=signed_in.user,
                 org=signed_in.organization, csrf=signed_in.session.csrf_token, session=signed_in.session)
 
 

@@ -35,12 +35,16 @@ def overview_page(page: PageDep) -> Response:
 @router.post(OVERVIEW + "/payment-method")
 def update_card(page: FormDep, card_number: Annotated[str, Form()] = "") -> Response:
     def action() -> Flash:
-        org, retried = payments.update_payment_method(page.db, env=page.env, actor=page.actor,
-                                                      card_number=card_number, at=page.now)
+        update = payments.update_payment_method(page.db, env=page.env, actor=page.actor,
+                                                card_number=card_number, at=page.now)
+        org, retried, restarted = update.organization, update.retried, update.restart_invoice
         text = f"Your card was updated: {(org.card_brand or 'card').title()} ending in {org.card_last4}."
-        paid = sum(1 for inv in retried if inv.status == "paid")
         detail = None
-        if retried:
+        if restarted is not None:
+            detail = (f"Your subscription restarted today: {money(restarted.total, restarted.currency)} was charged "
+                      f"(invoice #{restarted.number}). Unpaid invoices voided: {len(update.voided)}.")
+        elif retried:
+            paid = sum(1 for inv in retried if inv.status == "paid")
             detail = (f"We retried {len(retried)} open invoice{'s' if len(retried) != 1 else ''}: "
                       f"{paid} paid, {len(retried) - paid} still open.")
         return Flash("success", text, detail)

@@ -64,6 +64,8 @@ NOTICES: dict[str, Flash] = {
                                 "Ask your organization for a new invitation, or sign in if you already joined."),
     "invitation-email-taken": Flash("error", "The invited email already has an account.",
                                     "Sign in with that email instead."),
+    "invitation-withdrawn": Flash("error", "That email already has an account, so this invitation was withdrawn.",
+                                  "Sign in with that email, or ask for an invitation to another address."),
     "invitation-failed": Flash("error", "The invitation could not be accepted.",
                                "Ask your organization for a new invitation."),
 }

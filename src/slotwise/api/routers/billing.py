@@ -9,9 +9,10 @@ from slotwise import repositories as repo
 from slotwise.api import present
 from slotwise.api import schemas as s
 from slotwise.api.deps import EnvDep, NowDep, OrgActor, SessionDep
-from slotwise.api.idempotency import run_idempotent
+from slotwise.api.idempotency import caller_scope, run_idempotent
 from slotwise.errors import Forbidden, NotFound
 from slotwise.services import addons, organizations, payments, subscriptions
+from slotwise.services.context import require_owner
 
 router = APIRouter(tags=["billing"])
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -42,7 +43,8 @@ def change_plan(
                                effective_at=change.effective_at,
                                invoice=present.invoice(change.invoice) if change.invoice else None)
 
-    return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action)
+    return run_idempotent(request, db, scope=caller_scope(actor.user_id), now=now, body=body, action=action,
+                          authorize=lambda: require_owner(actor, "Plan changes"))
 
 
 @router.put(ORG + "/payment-method", response_model=s.PaymentMethodUpdated, responses=ERRORS)
@@ -50,14 +52,17 @@ def update_payment_method(
     body: s.PaymentMethodIn, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
 ) -> JSONResponse:
     def action() -> s.PaymentMethodUpdated:
-        org, retried = payments.update_payment_method(db, env=env, actor=actor,
-                                                      card_number=body.card_number, at=now)
+        update = payments.update_payment_method(db, env=env, actor=actor, card_number=body.card_number, at=now)
+        org = update.organization
         return s.PaymentMethodUpdated(
             payment_method=s.PaymentMethodOut(brand=org.card_brand or "card", last4=org.card_last4 or ""),
-            retried_invoices=[present.invoice(i) for i in retried],
+            retried_invoices=[present.invoice(i) for i in update.retried],
+            voided_invoices=list(update.voided),
+            restart_invoice=present.invoice(update.restart_invoice) if update.restart_invoice else None,
         )
 
-    return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action)
+    return run_idempotent(request, db, scope=caller_scope(actor.user_id), now=now, body=body, action=action,
+                          authorize=lambda: require_owner(actor, "Payment method changes"))
 
 
 def _require_billing_reader(actor: OrgActor) -> None:
@@ -106,7 +111,8 @@ def add_slots(
         return present.slot_change(
             addons.add_slots(db, env=env, actor=actor, addon_code=code, quantity=body.quantity, at=now))
 
-    return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action)
+    return run_idempotent(request, db, scope=caller_scope(actor.user_id), now=now, body=body, action=action,
+                          authorize=lambda: require_owner(actor))
 
 
 @router.post(ORG + "/addons/{code}/remove", response_model=s.SlotChangeOut, responses=LIMITED)
@@ -119,7 +125,8 @@ def remove_slots(
         return present.slot_change(
             addons.remove_slots(db, env=env, actor=actor, addon_code=code, quantity=quantity, at=now))
 
-    return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action)
+    return run_idempotent(request, db, scope=caller_scope(actor.user_id), now=now, body=body, action=action,
+                          authorize=lambda: require_owner(actor))
 
 
 @router.post(ORG + "/addons/{code}/keep", response_model=s.AddonOut, responses=ERRORS)
@@ -129,4 +136,5 @@ def keep_slots(
     def action() -> s.AddonOut:
         return present.addon(addons.keep_slots(db, env=env, actor=actor, addon_code=code, at=now))
 
-    return run_idempotent(request, db, scope=actor.org_id, now=now, body=None, action=action)
+    return run_idempotent(request, db, scope=caller_scope(actor.user_id), now=now, body=None, action=action,
+                          authorize=lambda: require_owner(actor))

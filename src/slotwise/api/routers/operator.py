@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from slotwise.api import present
 from slotwise.api import schemas as s
-from slotwise.api.deps import EnvDep, NowDep, OperatorDep, SessionDep, StateDep
+from slotwise.api.deps import EnvDep, NowDep, OperatorDep, SessionDep, StateDep, run_what_came_due
 from slotwise.api.idempotency import run_idempotent
-from slotwise.errors import InvalidRequest
 from slotwise.services import organizations, renewals
 
 router = APIRouter(prefix="/v1/operator", tags=["operator"], dependencies=[OperatorDep])
@@ -41,8 +38,9 @@ def create_organization(
 
 @router.post("/organizations/{org}/users", status_code=201, response_model=s.UserWithToken, responses=ERRORS)
 def create_user(
-    org: str, body: s.CreateUser, request: Request, db: SessionDep, env: EnvDep, now: NowDep
+    org: str, body: s.CreateUser, request: Request, db: SessionDep, env: EnvDep, now: NowDep, state: StateDep
 ) -> JSONResponse:
+    run_what_came_due(state, db, org_id=org, at=now)
     def action() -> s.UserWithToken:
         new = organizations.add_user(db, env=env, org_id=org, email=body.email, name=body.name,
                                      password=body.password, role=body.role, at=now)
@@ -56,9 +54,7 @@ def move_clock(body: s.MoveClock, state: StateDep) -> s.SweepOut:
     """Move the simulated clock forwards and run every renewal and retry that came due."""
     with state.sessions.begin() as db:
         now = state.clock.now(db)
-    target = body.to if body.to is not None else now + timedelta(days=body.advance_days or 0)
-    if target > now + timedelta(days=s.MAX_CLOCK_STEP_DAYS):
-        raise InvalidRequest(f"Move the clock at most {s.MAX_CLOCK_STEP_DAYS} days at a time.", field="to")
+    target = renewals.clock_target(now, advance_days=body.advance_days, to=body.to)
     at, report = renewals.advance_clock(state.sessions, env=state.env, clock=state.clock, to=target)
     return present.sweep(at, report)
 

@@ -9,8 +9,9 @@ from slotwise import repositories as repo
 from slotwise.api import present
 from slotwise.api import schemas as s
 from slotwise.api.deps import EnvDep, NowDep, OrgActor, SessionDep
-from slotwise.api.idempotency import run_idempotent
+from slotwise.api.idempotency import caller_scope, run_idempotent
 from slotwise.services import agents, members
+from slotwise.services.context import require_manager
 
 router = APIRouter(tags=["team"])
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -36,7 +37,8 @@ def create_agent(
         change = agents.create_agent(db, env=env, actor=actor, name=body.name, at=now)
         return present.agent(change.agent, change)
 
-    return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action, status_code=201)
+    return run_idempotent(request, db, scope=caller_scope(actor.user_id), now=now, body=body, action=action,
+                          status_code=201)
 
 
 @router.post(ORG + "/agents/{agent_id}/archive", response_model=s.AgentOut, responses=ERRORS)
@@ -52,7 +54,7 @@ def unarchive_agent(
         change = agents.unarchive_agent(db, env=env, actor=actor, agent_id=agent_id, at=now)
         return present.agent(change.agent, change)
 
-    return run_idempotent(request, db, scope=actor.org_id, now=now, body=None, action=action)
+    return run_idempotent(request, db, scope=caller_scope(actor.user_id), now=now, body=None, action=action)
 
 
 @router.delete(ORG + "/agents/{agent_id}", status_code=204, responses=ERRORS)
@@ -96,7 +98,8 @@ def create_invitation(
         return s.CreatedInvitation(**present.invitation(new.invitation).model_dump(), token=new.token,
                                    restored_slots=new.restored_slots)
 
-    return run_idempotent(request, db, scope=actor.org_id, now=now, body=body, action=action, status_code=201)
+    return run_idempotent(request, db, scope=caller_scope(actor.user_id), now=now, body=body, action=action,
+                          authorize=lambda: require_manager(actor), status_code=201)
 
 
 @router.delete(ORG + "/invitations/{invitation_id}", status_code=204, responses=ERRORS)
@@ -108,5 +111,9 @@ def revoke_invitation(invitation_id: str, actor: OrgActor, db: SessionDep) -> Re
 @router.post("/v1/invitations/{token}/accept", status_code=201, response_model=s.UserWithToken,
              responses=ERRORS)
 def accept_invitation(token: str, body: s.AcceptInvitation, db: SessionDep, now: NowDep) -> s.UserWithToken:
+    withdrawn = members.withdraw_if_unusable(db, token=token)
+    if withdrawn is not None:
+        db.commit()  # the withdrawal (its seat freed) stands although the acceptance is refused
+        raise withdrawn
     new = members.accept_invitation(db, token=token, name=body.name, password=body.password, at=now)
     return s.UserWithToken(**present.user(new.user).model_dump(), api_token=new.api_token)
