@@ -43,15 +43,16 @@ class TestIdempotencyKeysBelongToTheCaller:
         assert "Idempotent-Replayed" not in replay.headers and "inv_" not in replay.text
 
     def test_a_refusal_stored_for_one_caller_is_not_replayed_to_another(self, api: Api) -> None:
-        org = api.create_org("starter")  # 2 agents included
-        org.create_agents(2)
-        error_of(org.post("/agents", {"name": "Third"}, key="k"), 409, "limit_reached")
+        org = api.create_org("pro")  # 5 agents included
+        member = org.add_member("member")["api_token"]
+        org.create_agents(5)
+        error_of(org.post("/agents", {"name": "Sixth"}, key="k", token=member), 409, "limit_reached")
         ok(org.add_slots("agent_slots", 1))
-        other = api.create_org("pro")
-        # Another organization's owner with the same key runs a request of its own.
-        assert other.post("/agents", {"name": "Third"}, key="k").status_code == 201
-        # The same caller gets the answer it was given (a refusal, replayed).
-        again = org.post("/agents", {"name": "Third"}, key="k")
+        # The Owner's request under the same key runs as its own, now that there is room.
+        owners = org.post("/agents", {"name": "Sixth"}, key="k")
+        assert owners.status_code == 201 and "Idempotent-Replayed" not in owners.headers
+        # The member gets the answer they were given (their refusal, replayed).
+        again = org.post("/agents", {"name": "Sixth"}, key="k", token=member)
         assert error_of(again, 409, "limit_reached") and again.headers["Idempotent-Replayed"] == "true"
 
     def test_members_of_one_organization_have_keys_of_their_own(self, api: Api) -> None:
