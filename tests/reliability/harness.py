@@ -27,12 +27,13 @@ from slotwise.catalog import load_catalog
 from slotwise.config import normalize_database_url
 from slotwise.db import make_engine, make_sessionmaker
 from slotwise.doctor import Diagnosis, run_doctor
-from slotwise.models import ClockState, Subscription
+from slotwise.models import ClockState, Organization, Subscription
 from slotwise.periods import period_at_index
 from tests.conftest import OPERATOR_KEY, _drop_postgres_database, _ensure_postgres_database, postgres_url
 from tests.factories import Api
 
 SLOTWISE = str(Path(sys.executable).with_name("slotwise"))
+DECLINED_LAST4 = ("0002", "9995")  # the sandbox's declining test cards
 CLOCK_START = "2026-11-15T09:00:00Z"
 
 
@@ -162,15 +163,21 @@ class Store:
 
     def renewals_due(self, at: datetime) -> int:
         """How many renewal invoices a complete sweep at ``at`` must issue: one per period of each
-        live subscription that ends by then (a subscription ending on the free plan issues none)."""
+        renewing subscription that ends by then. A subscription ending on the free plan issues none;
+        one whose card is declined issues one, then its retries (1, 3, 5 days) run out before its
+        next period ends and it is unpaid, which issues none (SPEC §3); a past-due one likewise."""
         with self.sessions() as db:
             due = 0
-            for sub in db.scalars(select(Subscription).where(Subscription.status != "canceled")):
+            for sub in db.scalars(select(Subscription).where(Subscription.status == "active")):
                 if sub.scheduled_plan_code == "free":
                     continue
+                org = db.get(Organization, sub.org_id)
+                declined = org is not None and org.card_last4 in DECLINED_LAST4
                 k = sub.period_index
                 while period_at_index(sub.anchor_at, k).end <= at:
                     due, k = due + 1, k + 1
+                    if declined:
+                        break
             return due
 
     def doctor(self, org_ids: list[str] | None = None) -> Diagnosis:
