@@ -33,7 +33,11 @@ def make_engine(url: str, *, concurrency: int = DEFAULT_CONCURRENCY, **kwargs: A
         )
         _serialize_sqlite_writers(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # No pre-ping: it costs a round trip on every checkout, i.e. every request. A connection the
+    # server dropped fails its first statement instead (503 ``unavailable``, Retry-After), and
+    # SQLAlchemy then discards the whole pool, so the retry gets a fresh connection.
+    kwargs.setdefault("pool_recycle", 1800)
+    return create_engine(url, pool_pre_ping=False, **kwargs)
 
 
 def _in_memory(url: str) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, literal, select, tuple_, union, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, insert, literal, select, tuple_, union, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from slotwise.models import (
@@ -37,6 +37,22 @@ def locked_organization(db: Session, org_id: str) -> Organization | None:
     taken in the same order.
     """
     return db.get(Organization, org_id, with_for_update=True, populate_existing=True)
+
+
+def lock_organization(db: Session, org_id: str) -> bool:
+    """Take the organization's row lock (as ``locked_organization``) without loading an object; False
+    if there is no such organization. The hot paths' first round trip."""
+    return db.execute(_LOCK_ORG, {"org_id": org_id}).first() is not None
+
+
+_LOCK_ORG = select(Organization.id).where(Organization.id == bindparam("org_id")).with_for_update()
+
+
+def insert_agent(db: Session, *, agent_id: str, org_id: str, name: str, at: datetime) -> None:
+    db.execute(_INSERT_AGENT, {"id": agent_id, "org_id": org_id, "name": name, "archived_at": None, "created_at": at})
+
+
+_INSERT_AGENT = insert(Agent)
 
 
 def user_for_token_hash(db: Session, token_hash: str) -> User | None:

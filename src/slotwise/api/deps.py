@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from slotwise import hotpath
 from slotwise import repositories as repo
 from slotwise.clock import Clock
 from slotwise.config import Settings
 from slotwise.errors import NotFound, Unauthenticated
+from slotwise.hotpath import Caller
 from slotwise.security import hash_secret
 from slotwise.services import renewals
 from slotwise.services.context import Actor, Env
@@ -56,13 +58,6 @@ def get_env(state: StateDep) -> Env:
 EnvDep = Annotated[Env, Depends(get_env)]
 
 
-def get_now(state: StateDep, db: SessionDep) -> datetime:
-    return state.clock.now(db)
-
-
-NowDep = Annotated[datetime, Depends(get_now)]
-
-
 def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -71,16 +66,44 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def current_user_actor(request: Request, db: SessionDep) -> Actor:
+def token_caller(request: Request, state: StateDep, db: SessionDep) -> Caller | None:
+    """The user behind the bearer token, the billing time and whether their organization has work
+    due, in one round trip; None without a user token. Computed once per request (FastAPI caches a
+    dependency), for both the caller and the time."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    clock = state.clock
+    found = hotpath.caller(db, hash_secret(token.strip()), wall_now=None if clock.simulated else clock.now(db))
+    if found is not None and found.now is None:  # the simulated clock's first read creates its row
+        now = clock.now(db)
+        found = replace(found, now=now, due=repo.org_has_due_work(db, found.org_id, now))
+    return found
+
+
+CallerDep = Annotated[Caller | None, Depends(token_caller)]
+
+
+def get_now(state: StateDep, db: SessionDep, caller: CallerDep) -> datetime:
+    if caller is not None and caller.now is not None:
+        return caller.now  # read with the caller, no second round trip
+    return state.clock.now(db)
+
+
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def current_user_actor(request: Request, caller: CallerDep) -> Actor:
     """The user behind the bearer token (no organization check: for routes outside ``{org}``)."""
-    user = repo.user_for_token_hash(db, hash_secret(bearer_token(request)))
-    if user is None:
+    bearer_token(request)  # a missing or malformed header says so
+    if caller is None:
         raise Unauthenticated("That API token is not valid.")
-    return Actor(user_id=user.id, org_id=user.org_id, role=user.role)  # type: ignore[arg-type]
+    return Actor(user_id=caller.user_id, org_id=caller.org_id, role=caller.role)  # type: ignore[arg-type]
 
 
 def org_actor(org: str, request: Request, actor: Annotated[Actor, Depends(current_user_actor)],
-              state: StateDep, db: SessionDep, now: NowDep) -> Actor:
+              caller: CallerDep, state: StateDep, db: SessionDep) -> Actor:
     """The caller, who must belong to ``{org}``; any other organization is simply not found.
 
     What came due for the organization (a renewal the billing run has not reached yet) runs first.
@@ -88,11 +111,12 @@ def org_actor(org: str, request: Request, actor: Annotated[Actor, Depends(curren
     if actor.org_id != org:
         raise NotFound("No such organization.")
     refuse_impossible_ids(request)
-    run_what_came_due(state, db, org_id=org, at=now)
+    if caller is not None and caller.due and caller.now is not None:
+        run_what_came_due(state, db, org_id=org, at=caller.now, known_due=True)
     return actor
 
 
-def run_what_came_due(state: AppState, db: Session, *, org_id: str, at: datetime) -> None:
+def run_what_came_due(state: AppState, db: Session, *, org_id: str, at: datetime, known_due: bool = False) -> None:
     """SPEC §3: a request about an organization first runs its renewals and retries that came due,
     so nobody sees a stale period (or a period ``at`` lies outside) between the sweep's runs.
 
@@ -100,7 +124,7 @@ def run_what_came_due(state: AppState, db: Session, *, org_id: str, at: datetime
     the request being refused later. The request's transaction (on SQLite, the write lock) is ended
     first so the catch-up can take the organization lock.
     """
-    if not repo.org_has_due_work(db, org_id, at):
+    if not known_due and not repo.org_has_due_work(db, org_id, at):
         return
     db.commit()
     with state.sessions.begin() as own:

@@ -10,7 +10,7 @@ from slotwise.capacity import AddonQuote
 from slotwise.catalog import Plan
 from slotwise.models import Agent, Invitation, Invoice, User
 from slotwise.services.addons import AddonView, SlotChange
-from slotwise.services.agents import AgentChange
+from slotwise.services.agents import AgentChange, NewAgent
 from slotwise.services.organizations import OrganizationSummary
 from slotwise.services.renewals import SweepReport
 
@@ -104,7 +104,7 @@ def slot_change(change: SlotChange) -> s.SlotChangeOut:
     )
 
 
-def agent(a: Agent, change: AgentChange | None = None) -> s.AgentOut:
+def agent(a: Agent | NewAgent, change: AgentChange | None = None) -> s.AgentOut:
     return s.AgentOut(
         id=a.id, name=a.name, status="archived" if a.archived_at else "active", archived_at=a.archived_at,
         created_at=a.created_at, notice=change.notice if change else None,

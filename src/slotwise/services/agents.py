@@ -14,12 +14,22 @@ from slotwise.errors import Conflict, NotFound
 from slotwise.models import Agent, new_id
 from slotwise.services.context import Actor, Env
 from slotwise.services.organizations import apply_restore
-from slotwise.services.snapshot import load_snapshot, locked_org
+from slotwise.services.snapshot import load_snapshot, locked_org, read_snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class NewAgent:
+    """An agent as just written (no ORM object is built on the capacity check's path)."""
+
+    id: str
+    name: str
+    archived_at: datetime | None
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class AgentChange:
-    agent: Agent
+    agent: Agent | NewAgent
     restored_slots: int = 0  # a scheduled removal this change undid
 
     @property
@@ -40,15 +50,15 @@ def list_agents(db: Session, *, actor: Actor) -> Sequence[Agent]:
 def create_agent(db: Session, *, env: Env, actor: Actor, name: str, at: datetime) -> AgentChange:
     """A new agent if one more fits the capacity paid for, else ``limit_reached``.
 
-    Holds the organization lock across count and insert, so concurrent creations at the limit
-    cannot both succeed.
+    Three round trips: the organization lock, then (ordered after it, so concurrent creations at the
+    limit cannot both succeed) the snapshot, then the insert.
     """
-    org = locked_org(db, actor.org_id)
-    decision = reserve_growth(load_snapshot(db, env.catalog, org), "agents")
-    apply_restore(db, org.id, decision.addon, decision.restore_slots, at)
-    agent = Agent(id=new_id("agt"), org_id=org.id, name=name.strip(), archived_at=None, created_at=at)
-    db.add(agent)
-    db.flush()
+    if not repo.lock_organization(db, actor.org_id):
+        raise NotFound("No such organization.")
+    decision = reserve_growth(read_snapshot(db, env.catalog, actor.org_id), "agents")
+    apply_restore(db, actor.org_id, decision.addon, decision.restore_slots, at)
+    agent = NewAgent(new_id("agt"), name.strip(), None, at)
+    repo.insert_agent(db, agent_id=agent.id, org_id=actor.org_id, name=agent.name, at=at)
     return AgentChange(agent, decision.restore_slots)
 
 

@@ -17,10 +17,11 @@ from slotwise.capacity import (
 )
 from slotwise.catalog import RESOURCES
 from slotwise.errors import EmailTaken, InvalidRequest, NotFound, TeamsUnavailable
-from slotwise.models import ApiToken, Organization, Subscription, User, email_key, new_id
+from slotwise.hotpath import OrganizationRow, SubscriptionRow, snapshot_rows
+from slotwise.models import ApiToken, Organization, User, email_key, new_id
 from slotwise.security import hash_password, new_secret
 from slotwise.services.context import Env, Role
-from slotwise.services.snapshot import load_snapshot, locked_org
+from slotwise.services.snapshot import load_snapshot, locked_org, snapshot_of
 from slotwise.services.subscriptions import start_subscription
 
 DEFAULT_CARD = "4242424242424242"
@@ -135,8 +136,8 @@ def apply_restore(db: Session, org_id: str, addon_code: str, restore: int, at: d
 
 @dataclass(frozen=True, slots=True)
 class OrganizationSummary:
-    organization: Organization
-    subscription: Subscription | None
+    organization: OrganizationRow
+    subscription: SubscriptionRow | None
     plan_code: str
     scheduled_plan_code: str | None
     capacity: dict[str, ResourceCapacity]
@@ -146,15 +147,16 @@ class OrganizationSummary:
 
 
 def organization_summary(db: Session, *, env: Env, org_id: str) -> OrganizationSummary:
-    org = repo.organization(db, org_id)
-    if org is None:
+    """Plan, period, capacity per resource and the monthly total, from one statement."""
+    rows = snapshot_rows(db, org_id)
+    if rows is None:
         raise NotFound("No such organization.")
-    snap = load_snapshot(db, env.catalog, org)
-    sub = repo.current_subscription(db, org_id)
+    snap = snapshot_of(rows, env.catalog)
+    sub = rows.subscription
     return OrganizationSummary(
-        organization=org,
+        organization=rows.organization,
         subscription=sub,
-        plan_code=org.plan_code,
+        plan_code=rows.organization.plan_code,
         scheduled_plan_code=sub.scheduled_plan_code if sub else None,
         capacity={r: resource_capacity(snap, r) for r in RESOURCES},
         renewal_capacity={r: renewal_capacity(snap, r) for r in RESOURCES},

@@ -1,4 +1,4 @@
-"""Reads one organization into the pure ``OrgSnapshot`` that capacity rules work on."""
+"""Reads one organization into the pure ``OrgSnapshot`` that capacity rules work on (one statement)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from slotwise import repositories as repo
 from slotwise.capacity import OrgSnapshot, Slots
 from slotwise.catalog import Catalog
 from slotwise.errors import NotFound
+from slotwise.hotpath import SnapshotRows, SubscriptionRow, snapshot_rows
 from slotwise.models import Organization, Subscription
 from slotwise.periods import Period
 
@@ -20,24 +21,32 @@ def locked_org(db: Session, org_id: str) -> Organization:
     return org
 
 
-def subscription_period(sub: Subscription) -> Period:
+def subscription_period(sub: Subscription | SubscriptionRow) -> Period:
     return Period(sub.period_index, sub.period_start, sub.period_end)
 
 
-def load_snapshot(db: Session, catalog: Catalog, org: Organization) -> OrgSnapshot:
-    sub = repo.current_subscription(db, org.id)
-    plan = catalog.plan(org.plan_code)
+def snapshot_of(rows: SnapshotRows, catalog: Catalog) -> OrgSnapshot:
+    sub = rows.subscription
+    plan = catalog.plan(rows.organization.plan_code)
     next_plan = catalog.plan(sub.scheduled_plan_code) if sub and sub.scheduled_plan_code else plan
-    members = repo.member_count(db, org.id) + repo.pending_invitation_count(db, org.id)
     return OrgSnapshot(
         catalog=catalog,
         plan=plan,
         next_plan=next_plan,
-        usage={"agents": repo.active_agent_count(db, org.id), "members": members},
-        slots={
-            code: Slots(row.active_slots, row.renewal_slots, row.unit_price)
-            for code, row in repo.addons_of_org(db, org.id).items()
-        },
+        usage={"agents": rows.agents, "members": rows.members},
+        slots={row.addon_code: Slots(row.active_slots, row.renewal_slots, row.unit_price) for row in rows.addons},
         period=subscription_period(sub) if sub else None,
         unpaid=sub is not None and sub.status == "unpaid",
     )
+
+
+def read_snapshot(db: Session, catalog: Catalog, org_id: str) -> OrgSnapshot:
+    """The organization's snapshot as committed now (after the caller's lock, if it holds one)."""
+    rows = snapshot_rows(db, org_id)
+    if rows is None:
+        raise NotFound("No such organization.")
+    return snapshot_of(rows, catalog)
+
+
+def load_snapshot(db: Session, catalog: Catalog, org: Organization) -> OrgSnapshot:
+    return read_snapshot(db, catalog, org.id)
