@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -53,6 +54,47 @@ def insert_agent(db: Session, *, agent_id: str, org_id: str, name: str, at: date
 
 
 _INSERT_AGENT = insert(Agent)
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceNumber:
+    number: int
+    card_token: str | None
+
+
+def take_invoice_number(db: Session, org_id: str) -> InvoiceNumber | None:
+    """Lock the organization and take its next invoice number, in one statement (a purchase's first:
+    a refusal later rolls the number back with everything else); None if there is no such org."""
+    row = db.execute(_TAKE_NUMBER, {"org_id": org_id}).first()
+    return None if row is None else InvoiceNumber(row.invoice_seq, row.card_token)
+
+
+_TAKE_NUMBER = (update(Organization).where(Organization.id == bindparam("org_id"))
+                .values(invoice_seq=Organization.invoice_seq + 1)
+                .returning(Organization.invoice_seq, Organization.card_token)
+                .execution_options(synchronize_session=False))
+
+
+def change_addon_slots(db: Session, *, org_id: str, addon_code: str, active: int, renewal: int, at: datetime) -> None:
+    """Add ``active`` and ``renewal`` (either may be negative) to an existing add-on row."""
+    db.execute(update(OrgAddon).where(OrgAddon.org_id == org_id, OrgAddon.addon_code == addon_code)
+               .values(active_slots=OrgAddon.active_slots + active, renewal_slots=OrgAddon.renewal_slots + renewal,
+                       updated_at=at).execution_options(synchronize_session=False))
+
+
+def insert_addon_slots(db: Session, *, org_id: str, addon_code: str, slots: int, unit_price: int, currency: str,
+                       at: datetime) -> None:
+    db.execute(insert(OrgAddon), [{"org_id": org_id, "addon_code": addon_code, "active_slots": slots,
+                                   "renewal_slots": slots, "unit_price": unit_price, "currency": currency,
+                                   "updated_at": at}])
+
+
+def delete_quantity_changes_before_all(db: Session, before: datetime) -> None:
+    db.execute(delete(QuantityChange).where(QuantityChange.at <= before).execution_options(synchronize_session=False))
+
+
+def delete_login_failures_before_all(db: Session, before: datetime) -> None:
+    db.execute(delete(LoginFailure).where(LoginFailure.at <= before).execution_options(synchronize_session=False))
 
 
 def user_for_token_hash(db: Session, token_hash: str) -> User | None:
@@ -209,10 +251,6 @@ def quantity_change_times_since(db: Session, org_id: str, since: datetime) -> Se
     query = (select(QuantityChange.at).where(QuantityChange.org_id == org_id, QuantityChange.at > since)
              .order_by(QuantityChange.at))
     return db.scalars(query).all()
-
-
-def delete_quantity_changes_before(db: Session, org_id: str, before: datetime) -> None:
-    db.execute(delete(QuantityChange).where(QuantityChange.org_id == org_id, QuantityChange.at <= before))
 
 
 def login_failure_times_since(db: Session, key: str, since: datetime) -> Sequence[datetime]:

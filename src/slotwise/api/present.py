@@ -11,6 +11,7 @@ from slotwise.catalog import Plan
 from slotwise.models import Agent, Invitation, Invoice, User
 from slotwise.services.addons import AddonView, SlotChange
 from slotwise.services.agents import AgentChange, NewAgent
+from slotwise.services.invoices import InvoiceRecord
 from slotwise.services.organizations import OrganizationSummary
 from slotwise.services.renewals import SweepReport
 
@@ -25,7 +26,7 @@ def plan(p: Plan) -> s.PlanOut:
                      members=p.members, teams=p.teams, credits=p.credits, self_serve=p.self_serve)
 
 
-def invoice(inv: Invoice) -> s.InvoiceOut:
+def invoice(inv: Invoice | InvoiceRecord) -> s.InvoiceOut:
     return s.InvoiceOut(
         id=inv.id, number=inv.number, kind=inv.kind, status=inv.status,
         currency=inv.currency, total=inv.total, period_start=inv.period_start, period_end=inv.period_end,

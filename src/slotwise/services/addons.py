@@ -12,14 +12,16 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
-from slotwise.capacity import AddonQuote, OrgSnapshot, quote_add, quote_remove
+from slotwise.capacity import AddonQuote, OrgSnapshot, Slots, quote_add, quote_remove
 from slotwise.catalog import Addon
 from slotwise.errors import AddonUnavailable, InvalidRequest, NotFound, PaymentFailed, SubscriptionRequired
-from slotwise.models import Invoice, OrgAddon, Organization
+from slotwise.gateway import ChargeResult
+from slotwise.hotpath import snapshot_rows
+from slotwise.models import Organization
 from slotwise.services.context import Actor, Env, require_owner
-from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
+from slotwise.services.invoices import InvoiceRecord, LineDraft, charge_and_record, line_description
 from slotwise.services.limits import count_quantity_change, quantity_change_refusal
-from slotwise.services.snapshot import load_snapshot, locked_org
+from slotwise.services.snapshot import load_snapshot, locked_org, read_snapshot, snapshot_of
 
 ADDED = "Slots added successfully."
 REMOVED = "Slots removed successfully."
@@ -99,47 +101,56 @@ def preview(
 class SlotChange:
     quote: AddonQuote
     view: AddonView
-    invoice: Invoice | None
+    invoice: InvoiceRecord | None
     message: str
+
+
+def _after(snap: OrgSnapshot, addon: Addon, active: int, renewal: int, unit_price: int) -> OrgSnapshot:
+    """The snapshot with an add-on's slots as a change just wrote them: the answer is built from what
+    was written, not read again."""
+    return replace(snap, slots={**snap.slots, addon.code: Slots(active, renewal, unit_price)})
 
 
 def add_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, quantity: int, at: datetime) -> SlotChange:
     """Charge the pro-rated price for ``quantity`` slots, then grant them (active and renewal).
 
     The invoice, the charge and the new slots commit together; a declined card raises
-    ``payment_failed`` and the caller's rollback leaves nothing behind.
+    ``payment_failed`` and the caller's rollback leaves nothing behind. Eight statements: the lock
+    (taking the invoice number), the snapshot, the hourly count and its record, the invoice, its
+    line, its charge, the slots.
     """
     require_owner(actor)
     addon = _addon(env, addon_code)
-    org = locked_org(db, actor.org_id)
-    snap = load_snapshot(db, env.catalog, org)
+    taken = repo.take_invoice_number(db, actor.org_id)
+    rows = snapshot_rows(db, actor.org_id)
+    if taken is None or rows is None:
+        raise NotFound("No such organization.")
+    snap = snapshot_of(rows, env.catalog)
     quote = quote_add(snap, addon, quantity, at)
     if quote.refusal is not None:
         raise quote.refusal
-    count_quantity_change(db, org_id=org.id, per_hour=env.quantity_changes_per_hour, at=at)
-    sub = repo.current_subscription(db, org.id)
-    assert sub is not None and snap.period is not None and quote.days_left is not None
+    count_quantity_change(db, org_id=actor.org_id, per_hour=env.quantity_changes_per_hour, at=at)
+    assert rows.subscription is not None and snap.period is not None and quote.days_left is not None
     line = LineDraft(
         "addon", addon.code,
         line_description(addon.name, quantity, snap.period, quote.days_left, at),
         quantity, quote.price_per_slot, quote.charge_now, replace(snap.period, start=at), quote.days_left,
         snap.period.days,
     )
-    invoice = issue_invoice(db, org=org, kind="addon", subscription_id=sub.id, period=snap.period,
-                            currency=addon.currency, lines=[line], at=at)
-    result = collect(db, env.gateway, org, invoice, at)
-    if not result.succeeded:
-        raise PaymentFailed(result.failure_message, decline_code=result.failure_code)
-    row = repo.addons_of_org(db, org.id).get(addon.code)
-    if row is None:
-        row = OrgAddon(org_id=org.id, addon_code=addon.code, active_slots=0, renewal_slots=0,
-                       unit_price=quote.price_per_slot, currency=addon.currency, updated_at=at)
-        db.add(row)
-    row.active_slots += quantity
-    row.renewal_slots += quantity
-    row.updated_at = at
-    db.flush()
-    return SlotChange(quote, _view(load_snapshot(db, env.catalog, org), addon), invoice, ADDED)
+    invoice = charge_and_record(db, env.gateway, org_id=actor.org_id, card_token=taken.card_token,
+                                number=taken.number, kind="addon", subscription_id=rows.subscription.id,
+                                period=snap.period, currency=addon.currency, lines=[line], at=at)
+    if isinstance(invoice, ChargeResult):
+        raise PaymentFailed(invoice.failure_message, decline_code=invoice.failure_code)
+    slots = snap.slots_of(addon)
+    if slots.unit_price is None:  # not held yet: the price is locked from now to the renewal
+        repo.insert_addon_slots(db, org_id=actor.org_id, addon_code=addon.code, slots=quantity,
+                                unit_price=quote.price_per_slot, currency=addon.currency, at=at)
+    else:
+        repo.change_addon_slots(db, org_id=actor.org_id, addon_code=addon.code, active=quantity, renewal=quantity,
+                                at=at)
+    after = _after(snap, addon, slots.active + quantity, slots.renewal + quantity, quote.price_per_slot)
+    return SlotChange(quote, _view(after, addon), invoice, ADDED)
 
 
 def remove_slots(
@@ -148,21 +159,23 @@ def remove_slots(
     """Schedule a removal for the next billing date (``quantity=None``: the whole add-on).
 
     No refund; capacity stays until renewal. Refused with ``below_usage`` if the reduced limit would
-    be below what is in use.
+    be below what is in use. Five statements: the lock, the snapshot, the hourly count and its
+    record, the slots.
     """
     require_owner(actor)
     addon = _addon(env, addon_code)
-    org = locked_org(db, actor.org_id)
-    snap = load_snapshot(db, env.catalog, org)
+    if not repo.lock_organization(db, actor.org_id):
+        raise NotFound("No such organization.")
+    snap = read_snapshot(db, env.catalog, actor.org_id)
     quote = quote_remove(snap, addon, quantity, at)
     if quote.refusal is not None:
         raise quote.refusal
-    count_quantity_change(db, org_id=org.id, per_hour=env.quantity_changes_per_hour, at=at)
-    row = repo.addons_of_org(db, org.id)[addon.code]
-    row.renewal_slots -= quote.quantity
-    row.updated_at = at
-    db.flush()
-    return SlotChange(quote, _view(load_snapshot(db, env.catalog, org), addon), None, REMOVED)
+    count_quantity_change(db, org_id=actor.org_id, per_hour=env.quantity_changes_per_hour, at=at)
+    repo.change_addon_slots(db, org_id=actor.org_id, addon_code=addon.code, active=0, renewal=-quote.quantity, at=at)
+    slots = snap.slots_of(addon)
+    after = _after(snap, addon, slots.active, slots.renewal - quote.quantity,
+                   slots.unit_price if slots.unit_price is not None else addon.price_per_slot)
+    return SlotChange(quote, _view(after, addon), None, REMOVED)
 
 
 def keep_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, at: datetime) -> AddonView:

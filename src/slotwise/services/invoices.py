@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from slotwise.gateway import CardGateway, ChargeResult
@@ -120,3 +121,77 @@ def collect(db: Session, gateway: CardGateway, org: Organization, invoice: Invoi
         invoice.status, invoice.paid_at = "paid", at
     db.flush()
     return result
+
+
+# --- the purchase path: charge first, then write the paid invoice, its lines and its charge ------
+
+@dataclass(frozen=True, slots=True)
+class LineRecord:
+    description: str
+    kind: str
+    code: str
+    quantity: int
+    unit_price: int
+    amount: int
+    period_start: datetime
+    period_end: datetime
+    days_left: int
+    days_in_period: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRecord:
+    """A paid invoice as just written (no ORM object on the purchase path)."""
+
+    id: str
+    number: int
+    kind: str
+    status: str
+    currency: str
+    total: int
+    period_start: datetime
+    period_end: datetime
+    created_at: datetime
+    paid_at: datetime | None
+    lines: list[LineRecord]
+
+
+def charge_and_record(
+    db: Session, gateway: CardGateway, *, org_id: str, card_token: str | None, number: int, kind: str,
+    subscription_id: str | None, period: Period, currency: str, lines: list[LineDraft], at: datetime,
+) -> InvoiceRecord | ChargeResult:
+    """Charge the card for ``lines`` and, only if it succeeded, write the paid invoice numbered
+    ``number``, its lines and its charge (three statements). A declined charge writes nothing and is
+    returned, for the caller to refuse; the caller holds the organization lock and has taken
+    ``number`` from the organization's counter in the same transaction.
+    """
+    invoice_id, total = new_id("inv"), sum(line.amount for line in lines)
+    if total <= 0:
+        result = ChargeResult(True, "no_charge")
+    elif card_token is None:
+        return ChargeResult(False, "no_card", "no_payment_method", "There is no card on file.")
+    else:
+        result = gateway.charge(token=card_token, amount=total, currency=currency,
+                                idempotency_key=f"{invoice_id}:1")
+    if not result.succeeded:
+        return result
+    record = InvoiceRecord(
+        invoice_id, number, kind, "paid", currency, total, period.start, period.end, at, at,
+        [LineRecord(d.description, d.kind, d.code, d.quantity, d.unit_price, d.amount, d.period.start, d.period.end,
+                    d.days_left, d.days_in_period) for d in lines])
+    db.execute(insert(Invoice), [{
+        "id": invoice_id, "org_id": org_id, "number": number, "subscription_id": subscription_id, "kind": kind,
+        "billing_key": None, "period_start": period.start, "period_end": period.end, "currency": currency,
+        "total": total, "status": "paid", "created_at": at, "paid_at": at, "attempt_count": 1,
+        "next_retry_at": None}])
+    db.execute(insert(InvoiceLine), [{
+        "id": new_id("il"), "invoice_id": invoice_id, "org_id": org_id, "position": position, "kind": line.kind,
+        "code": line.code, "description": line.description, "quantity": line.quantity,
+        "unit_price": line.unit_price, "amount": line.amount, "period_start": line.period_start,
+        "period_end": line.period_end, "days_left": line.days_left, "days_in_period": line.days_in_period,
+    } for position, line in enumerate(record.lines, start=1)])
+    if total > 0:
+        db.execute(insert(Charge), [{
+            "id": new_id("ch"), "org_id": org_id, "invoice_id": invoice_id, "amount": total, "currency": currency,
+            "status": "succeeded", "failure_code": None, "gateway_reference": result.reference, "created_at": at}])
+    return record

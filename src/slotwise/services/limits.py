@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
@@ -44,13 +45,19 @@ def count_quantity_change(db: Session, *, org_id: str, per_hour: int, at: dateti
 
     The caller holds the organization lock, so concurrent requests count one after another, and the
     record commits (or rolls back) with the change itself: a declined card or a refusal costs
-    nothing.
+    nothing. Two statements (count, insert); records older than the window only cost disk until
+    the billing sweep prunes them (``prune_rate_limit_logs``).
     """
-    repo.delete_quantity_changes_before(db, org_id, at - WINDOW)
     refusal = quantity_change_refusal(db, org_id=org_id, per_hour=per_hour, at=at)
     if refusal is not None:
         raise refusal
-    db.add(QuantityChange(id=new_id("qc"), org_id=org_id, at=at))
+    db.execute(insert(QuantityChange), [{"id": new_id("qc"), "org_id": org_id, "at": at}])
+
+
+def prune_rate_limit_logs(db: Session, *, at: datetime) -> None:
+    """Forget quantity changes and failed sign-ins older than their windows (run by the sweep)."""
+    repo.delete_quantity_changes_before_all(db, at - WINDOW)
+    repo.delete_login_failures_before_all(db, at - LOGIN_WINDOW)
 
 
 def _minutes(seconds: int) -> str:

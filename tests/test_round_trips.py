@@ -1,0 +1,88 @@
+"""The hot paths stay short transactions (SPEC §10): statements per operation are counted, not timed.
+
+Counted at the service level on both databases, as a request runs them; BEGIN, COMMIT and
+savepoints are left out (the driver sends those with or around the statements).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from slotwise.db import transaction
+from slotwise.services import addons, agents, organizations
+from slotwise.services.context import Actor, Env
+
+AT = datetime(2026, 11, 20, 12, tzinfo=UTC)
+
+
+@contextmanager
+def counted(engine: Engine) -> Iterator[list[str]]:
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK")):
+            sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _owner(sessions: sessionmaker[Session], env: Env) -> Actor:
+    with transaction(sessions) as db:
+        made = organizations.create_organization(
+            db, env=env, name="Counted", owner_email=f"counted{id(env)}@example.test", owner_name=None,
+            owner_password=None, plan_code="business", card_number=None, at=datetime(2026, 11, 15, 9, tzinfo=UTC))
+        return Actor(user_id=made.owner.user.id, org_id=made.organization.id, role="owner")
+
+
+def _run(sessions: sessionmaker[Session], engine: Engine, action: Callable[[Session], object]) -> list[str]:
+    with counted(engine) as sent, transaction(sessions) as db:
+        action(db)
+    return sent
+
+
+def test_create_agent_is_three_statements(sessions: sessionmaker[Session], engine: Engine, env: Env) -> None:
+    owner = _owner(sessions, env)
+    sent = _run(sessions, engine, lambda db: agents.create_agent(db, env=env, actor=owner, name="A", at=AT))
+    assert len(sent) == 3, sent  # lock, snapshot, insert
+    assert "FOR UPDATE" in sent[0].upper() or engine.dialect.name == "sqlite"
+
+
+def test_add_slot_is_at_most_eight_and_remove_five(sessions: sessionmaker[Session], engine: Engine,
+                                                   env: Env) -> None:
+    owner = _owner(sessions, env)
+    for _ in range(2):  # the first purchase inserts the add-on row, the next updates it
+        sent = _run(sessions, engine, lambda db: addons.add_slots(db, env=env, actor=owner, addon_code="agent_slots",
+                                                                  quantity=1, at=AT))
+        assert len(sent) <= 8, sent
+    sent = _run(sessions, engine, lambda db: addons.remove_slots(db, env=env, actor=owner, addon_code="agent_slots",
+                                                                 quantity=1, at=AT))
+    assert len(sent) <= 5, sent
+
+
+def test_reading_an_organization_is_one_statement(sessions: sessionmaker[Session], engine: Engine,
+                                                  env: Env) -> None:
+    owner = _owner(sessions, env)
+    sent = _run(sessions, engine, lambda db: organizations.organization_summary(db, env=env, org_id=owner.org_id))
+    assert len(sent) == 1, sent
+
+
+def test_over_http_a_read_is_two_statements_and_a_creation_four(api: Any, engine: Engine) -> None:
+    """The caller, the time and the due-check are one statement ahead of the route's own."""
+    org = api.create_org("business")
+    org.summary()  # the simulated clock's row exists from here on, as in any running system
+    with counted(engine) as sent:
+        assert org.get().status_code == 200
+    assert len(sent) == 2, sent
+    with counted(engine) as sent:
+        assert org.post("/agents", {"name": "Counted"}).status_code == 201
+    assert len(sent) == 4, sent
