@@ -25,12 +25,13 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
+from slotwise.api.responses import json_body
 from slotwise.errors import IdempotencyConflict, InvalidRequest, SlotwiseError
 from slotwise.models import IdempotencyRecord
 
@@ -93,7 +94,7 @@ def run_idempotent(
     action: Callable[[], BaseModel],
     authorize: Callable[[], None] | None = None,
     status_code: int = 200,
-) -> JSONResponse:
+) -> Response:
     """Run ``action`` once per (scope, Idempotency-Key); without a key, just run it.
 
     ``scope`` is the caller's (:func:`caller_scope`, or "operator"); ``authorize`` raises if the
@@ -103,7 +104,7 @@ def run_idempotent(
         authorize()
     key = request.headers.get("idempotency-key")
     if key is None:
-        return JSONResponse(action().model_dump(mode="json"), status_code=status_code)
+        return json_body(action(), status_code)
     if not 1 <= len(key) <= MAX_KEY_LENGTH:
         raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
     request_hash = _request_hash(request, body)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from slotwise import repositories as repo
 from slotwise.api import present
 from slotwise.api import schemas as s
 from slotwise.api.deps import EnvDep, NowDep, OrgActor, SessionDep
 from slotwise.api.idempotency import caller_scope, run_idempotent
+from slotwise.api.responses import json_body
 from slotwise.errors import Forbidden, NotFound
 from slotwise.services import addons, organizations, payments, subscriptions
 from slotwise.services.context import require_owner
@@ -28,15 +29,15 @@ def list_plans(env: EnvDep) -> list[s.PlanOut]:
 
 
 @router.get(ORG, response_model=s.OrganizationOut, responses=ERRORS)
-def get_organization(actor: OrgActor, db: SessionDep, env: EnvDep, now: NowDep) -> s.OrganizationOut:
+def get_organization(actor: OrgActor, db: SessionDep, env: EnvDep, now: NowDep) -> Response:
     summary = organizations.organization_summary(db, env=env, org_id=actor.org_id)
-    return present.organization(summary, env.catalog.plan(summary.plan_code), now)
+    return json_body(present.organization(summary, env.catalog.plan(summary.plan_code), now))
 
 
 @router.post(ORG + "/subscription", response_model=s.PlanChangeOut, responses=ERRORS)
 def change_plan(
     body: s.ChangePlan, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
-) -> JSONResponse:
+) -> Response:
     def action() -> s.PlanChangeOut:
         change = subscriptions.change_plan(db, env=env, actor=actor, plan_code=body.plan, at=now)
         return s.PlanChangeOut(message=change.message, kind=change.kind, plan=change.plan_code,
@@ -50,7 +51,7 @@ def change_plan(
 @router.put(ORG + "/payment-method", response_model=s.PaymentMethodUpdated, responses=ERRORS)
 def update_payment_method(
     body: s.PaymentMethodIn, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
-) -> JSONResponse:
+) -> Response:
     def action() -> s.PaymentMethodUpdated:
         update = payments.update_payment_method(db, env=env, actor=actor, card_number=body.card_number, at=now)
         org = update.organization
@@ -97,16 +98,16 @@ def list_addons(actor: OrgActor, db: SessionDep, env: EnvDep) -> list[s.AddonOut
 @router.post(ORG + "/addons/{code}/preview", response_model=s.PreviewOut, responses=ERRORS)
 def preview_addon(
     code: str, body: s.PreviewRequest, actor: OrgActor, db: SessionDep, env: EnvDep, now: NowDep
-) -> s.PreviewOut:
+) -> Response:
     quote = addons.preview(db, env=env, actor=actor, addon_code=code, action=body.action,
                            quantity=None if body.all else body.quantity, at=now)
-    return present.preview(quote)
+    return json_body(present.preview(quote))
 
 
 @router.post(ORG + "/addons/{code}/add", response_model=s.SlotChangeOut, responses=LIMITED)
 def add_slots(
     code: str, body: s.AddSlots, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
-) -> JSONResponse:
+) -> Response:
     def action() -> s.SlotChangeOut:
         return present.slot_change(
             addons.add_slots(db, env=env, actor=actor, addon_code=code, quantity=body.quantity, at=now))
@@ -119,7 +120,7 @@ def add_slots(
 def remove_slots(
     code: str, body: s.RemoveSlots, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep,
     now: NowDep,
-) -> JSONResponse:
+) -> Response:
     def action() -> s.SlotChangeOut:
         quantity = None if body.all else body.quantity
         return present.slot_change(
@@ -132,7 +133,7 @@ def remove_slots(
 @router.post(ORG + "/addons/{code}/keep", response_model=s.AddonOut, responses=ERRORS)
 def keep_slots(
     code: str, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
-) -> JSONResponse:
+) -> Response:
     def action() -> s.AddonOut:
         return present.addon(addons.keep_slots(db, env=env, actor=actor, addon_code=code, at=now))
 

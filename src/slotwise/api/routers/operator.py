@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from slotwise.api import present
 from slotwise.api import schemas as s
@@ -21,7 +21,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 @router.post("/organizations", status_code=201, response_model=s.CreatedOrganization, responses=ERRORS)
 def create_organization(
     body: s.CreateOrganization, request: Request, db: SessionDep, env: EnvDep, now: NowDep
-) -> JSONResponse:
+) -> Response:
     def action() -> s.CreatedOrganization:
         created = organizations.create_organization(
             db, env=env, name=body.name, owner_email=body.owner_email, owner_name=body.owner_name,
@@ -39,7 +39,7 @@ def create_organization(
 @router.post("/organizations/{org}/users", status_code=201, response_model=s.UserWithToken, responses=ERRORS)
 def create_user(
     org: str, body: s.CreateUser, request: Request, db: SessionDep, env: EnvDep, now: NowDep, state: StateDep
-) -> JSONResponse:
+) -> Response:
     run_what_came_due(state, db, org_id=org, at=now)
     def action() -> s.UserWithToken:
         new = organizations.add_user(db, env=env, org_id=org, email=body.email, name=body.name,

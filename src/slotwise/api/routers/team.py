@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from slotwise import repositories as repo
 from slotwise.api import present
@@ -32,7 +31,7 @@ def list_agents(
 @router.post(ORG + "/agents", status_code=201, response_model=s.AgentOut, responses=ERRORS)
 def create_agent(
     body: s.CreateAgent, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
-) -> JSONResponse:
+) -> Response:
     def action() -> s.AgentOut:
         change = agents.create_agent(db, env=env, actor=actor, name=body.name, at=now)
         return present.agent(change.agent, change)
@@ -49,7 +48,7 @@ def archive_agent(agent_id: str, actor: OrgActor, db: SessionDep, now: NowDep) -
 @router.post(ORG + "/agents/{agent_id}/unarchive", response_model=s.AgentOut, responses=ERRORS)
 def unarchive_agent(
     agent_id: str, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
-) -> JSONResponse:
+) -> Response:
     def action() -> s.AgentOut:
         change = agents.unarchive_agent(db, env=env, actor=actor, agent_id=agent_id, at=now)
         return present.agent(change.agent, change)
@@ -92,7 +91,7 @@ def list_invitations(
 @router.post(ORG + "/invitations", status_code=201, response_model=s.CreatedInvitation, responses=ERRORS)
 def create_invitation(
     body: s.CreateInvitation, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
-) -> JSONResponse:
+) -> Response:
     def action() -> s.CreatedInvitation:
         new = members.invite(db, env=env, actor=actor, email=body.email, role=body.role, at=now)
         return s.CreatedInvitation(**present.invitation(new.invitation).model_dump(), token=new.token,

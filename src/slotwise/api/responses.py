@@ -1,0 +1,17 @@
+"""Answers serialized once, by pydantic's own JSON encoder.
+
+FastAPI validates a returned model against the route's ``response_model`` and then serializes it —
+for a plain ``def`` route on a worker thread of its own. The models here are built by ``present``
+from typed values, so the hot routes return them as a ready response instead; ``response_model``
+still documents them in the OpenAPI schema (and schemathesis checks the two agree).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from starlette.responses import Response
+
+
+def json_body(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(model.__pydantic_serializer__.to_json(model), status_code=status_code, headers=headers,
+                    media_type="application/json")
