@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cached_property, partial
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from slotwise import hotpath
 from slotwise import repositories as repo
@@ -21,17 +24,21 @@ from slotwise.services import renewals
 from slotwise.services.context import Actor, Env
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AppState:
     settings: Settings
     sessions: sessionmaker[Session]
     env: Env
     clock: Clock
 
-    @property
-    def postgres(self) -> bool:
+    @cached_property
+    def autocommit(self) -> Engine | None:
+        """The engine in autocommit, sharing its pool, for API reads (PostgreSQL only: on SQLite every
+        transaction takes the write lock first, which reads rely on for a consistent view)."""
         bind = self.sessions.kw.get("bind")
-        return bind is not None and bind.dialect.name == "postgresql"
+        if not isinstance(bind, Engine) or bind.dialect.name != "postgresql":
+            return None
+        return bind.execution_options(isolation_level="AUTOCOMMIT")
 
 
 # Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency on a worker
@@ -45,22 +52,32 @@ async def app_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(app_state)]
 
 
-def get_db(request: Request, state: StateDep) -> Iterator[Session]:
+async def get_db(request: Request, state: StateDep) -> AsyncIterator[Session]:
     """One transaction per request: committed when the endpoint returns, rolled back if it raises.
 
-    An API read (GET) on PostgreSQL runs in autocommit: it changes nothing that must commit together
-    (a due renewal runs in its own transaction), so BEGIN and COMMIT would be two round trips for
-    nothing.
+    Making the session does no I/O (a connection is checked out at its first statement), so only the
+    end runs on a worker thread. An API read (GET) on PostgreSQL runs in autocommit: it changes
+    nothing that must commit together (a due renewal runs in its own transaction), so BEGIN and
+    COMMIT would be two round trips for nothing.
     """
-    with state.sessions() as db:
-        if request.method == "GET" and request.url.path.startswith("/v1/") and state.postgres:
-            db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        try:
-            yield db
+    reads = request.method == "GET" and request.url.path.startswith("/v1/") and state.autocommit is not None
+    db = state.sessions(bind=state.autocommit) if reads else state.sessions()
+    try:
+        yield db
+    except BaseException:
+        await run_in_threadpool(_end, db, commit=False)
+        raise
+    await run_in_threadpool(_end, db, commit=True)
+
+
+def _end(db: Session, *, commit: bool) -> None:
+    try:
+        if commit:
             db.commit()
-        except BaseException:
+        else:
             db.rollback()
-            raise
+    finally:
+        db.close()
 
 
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
@@ -100,10 +117,10 @@ def token_caller(request: Request, state: StateDep, db: SessionDep) -> Caller | 
 CallerDep = Annotated[Caller | None, Depends(token_caller)]
 
 
-def get_now(state: StateDep, db: SessionDep, caller: CallerDep) -> datetime:
+async def get_now(state: StateDep, db: SessionDep, caller: CallerDep) -> datetime:
     if caller is not None and caller.now is not None:
         return caller.now  # read with the caller, no second round trip
-    return state.clock.now(db)
+    return await run_in_threadpool(state.clock.now, db)
 
 
 NowDep = Annotated[datetime, Depends(get_now)]
@@ -117,8 +134,8 @@ async def current_user_actor(request: Request, caller: CallerDep) -> Actor:
     return Actor(user_id=caller.user_id, org_id=caller.org_id, role=caller.role)  # type: ignore[arg-type]
 
 
-def org_actor(org: str, request: Request, actor: Annotated[Actor, Depends(current_user_actor)],
-              caller: CallerDep, state: StateDep, db: SessionDep) -> Actor:
+async def org_actor(org: str, request: Request, actor: Annotated[Actor, Depends(current_user_actor)],
+                    caller: CallerDep, state: StateDep, db: SessionDep) -> Actor:
     """The caller, who must belong to ``{org}``; any other organization is simply not found.
 
     What came due for the organization (a renewal the billing run has not reached yet) runs first.
@@ -127,7 +144,7 @@ def org_actor(org: str, request: Request, actor: Annotated[Actor, Depends(curren
         raise NotFound("No such organization.")
     refuse_impossible_ids(request)
     if caller is not None and caller.due and caller.now is not None:
-        run_what_came_due(state, db, org_id=org, at=caller.now, known_due=True)
+        await run_in_threadpool(partial(run_what_came_due, state, db, org_id=org, at=caller.now, known_due=True))
     return actor
 
 
