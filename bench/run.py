@@ -1,34 +1,49 @@
-"""SPEC §10 benchmarks: slotwise's capacity check (agent creation) and its add/remove path, measured
-against what the database itself does on this machine with a comparable transaction.
+"""SPEC §10 benchmarks: slotwise's service-level hot paths, each against its floor — the database
+running exactly the SQL statements slotwise sends for that operation, with the same clients, on
+the same machine, in the same run.
 
-* PostgreSQL: `pgbench` runs the raw shape of the capacity check (lock the organization row, count
-  its agents, insert one) and a minimal one-row-lock transaction (lock, update, commit).
-* SQLite: a raw `sqlite3` loop of the same capacity-check shape, with slotwise's pragmas.
-* slotwise: the service functions (`agents.create_agent`, `addons.add_slots`, `addons.remove_slots`),
-  each in its own transaction through SQLAlchemy, as a request runs them, minus HTTP.
+For each operation (create an agent, add one slot, remove one slot):
 
-Prints a Markdown table (operations per second, the ratio to raw, SQL statements per operation)
-for docs/BENCHMARKS.md. Run with `make bench`; `--seconds` sets each measurement's length.
+* **slotwise**: the service function (``agents.create_agent``, ``addons.add_slots``,
+  ``addons.remove_slots``) in its own transaction through SQLAlchemy, as a request runs it, minus
+  HTTP; clients are threads.
+* **floor**: the statements slotwise sent for two such operations, captured from the engine (BEGIN
+  and COMMIT left out), replayed with nothing around them. On PostgreSQL ``pgbench -M prepared``
+  runs them with every parameter a pgbench variable, so each is prepared once and then bound, as
+  psycopg does; the invoice number comes from the UPDATE … RETURNING by ``\\gset``. On SQLite a raw
+  ``sqlite3`` loop runs them with slotwise's pragmas, inside ``BEGIN IMMEDIATE`` … ``COMMIT``.
+
+Both sides work on the same kind of organizations — copies of one business organization that
+slotwise made and bought 100 agent slots for — each client on its own, each organization taking 30
+operations in a row (the hourly cap on slot changes) at one moment. So every operation on either
+side reads the same rows however fast its side runs, and stays valid for the whole run.
+
+Prints a Markdown table for docs/BENCHMARKS.md. ``make bench`` runs it; ``--seconds`` sets each
+figure's length (pgbench: whole seconds); ``--quick`` is a tiny pass (1 client, both databases).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
+import random
 import re
 import sqlite3
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, Table, UniqueConstraint, create_engine, event, insert, select, text
+from sqlalchemy.orm import Session
 
 from slotwise.catalog import load_catalog
 from slotwise.config import normalize_database_url
@@ -38,194 +53,383 @@ from slotwise.models import Base
 from slotwise.services import addons, agents, organizations
 from slotwise.services.context import Actor, Env
 
-AT = datetime(2026, 11, 15, 9, tzinfo=UTC)
-ENV = Env(catalog=load_catalog(), gateway=SandboxGateway(), quantity_changes_per_hour=10**9)  # no cap here
-ORGS = 24
-RAW_CHECK = """\\set n random(1, {orgs})
-BEGIN;
-SELECT id, plan_code FROM organizations WHERE id = 'org_bench_' || :n FOR UPDATE;
-SELECT count(*) FROM agents WHERE org_id = 'org_bench_' || :n AND archived_at IS NULL;
-INSERT INTO agents (id, org_id, name, archived_at, created_at)
-  VALUES (substr(md5(random()::text), 1, 24), 'org_bench_' || :n, 'raw', NULL, now());
-COMMIT;
-"""
-RAW_LOCK = """\\set n random(1, {orgs})
-BEGIN;
-SELECT invoice_seq FROM organizations WHERE id = 'org_bench_' || :n FOR UPDATE;
-UPDATE organizations SET invoice_seq = invoice_seq + 1 WHERE id = 'org_bench_' || :n;
-COMMIT;
-"""
+MADE_AT = datetime(2026, 11, 15, 9, tzinfo=UTC)  # the template organization subscribes then
+AT = MADE_AT + timedelta(days=1)  # every measured operation happens at this moment
+ENV = Env(catalog=load_catalog(), gateway=SandboxGateway())  # with the production hourly cap
+PER_ORG = ENV.quantity_changes_per_hour  # operations in a row on one organization
+SLOTS = 100  # agent slots each organization holds when its operations start
+ORG_BASE, SUB_BASE = 10**18, 2 * 10**18  # organization n is ORG_BASE + n, its subscription SUB_BASE + n
+FRESH = (3 * 10**18, 9 * 10**18)  # the range of ids the floors give the rows they insert
+GUESS = {"slotwise": 1_500, "floor": 12_000}  # ops/s, to size the organizations (doubled when short)
+NOT_COUNTED = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK")
+NEW_ID = re.compile(r"[a-z]+_[0-9a-f]{16,}")  # models.new_id, and the sandbox's charge references
+ID_LIKE = re.compile(rf"{NEW_ID.pattern}|\d{{18,}}")  # ids as slotwise or a floor writes them
 
 
-@dataclass
-class Row:
-    database: str
-    what: str
-    clients: int
-    per_second: float
-    statements: float | None = None
-    baseline: str | None = None  # the raw row this one is compared with
+@dataclass(frozen=True)
+class Operation:
+    label: str
+    call: Callable[[Session, Actor], object]
 
 
-class Counter:
-    """SQL statements sent through an engine, BEGIN and COMMIT left out (as in the raw figures)."""
+OPERATIONS = (
+    Operation("create agent", lambda db, actor: agents.create_agent(db, env=ENV, actor=actor, name="bench", at=AT)),
+    Operation("add 1 slot", lambda db, actor: addons.add_slots(
+        db, env=ENV, actor=actor, addon_code="agent_slots", quantity=1, at=AT)),
+    Operation("remove 1 slot", lambda db, actor: addons.remove_slots(
+        db, env=ENV, actor=actor, addon_code="agent_slots", quantity=1, at=AT)),
+)
+
+
+class OutOfOrganizations(Exception):
+    """A side used up its organizations before its time was up; it runs again with twice as many."""
+
+
+def _org_tables() -> list[Table]:
+    return [t for t in Base.metadata.sorted_tables if "org_id" in t.c or t.name == "organizations"]
+
+
+def _of_org(table: Table, org_id: str) -> Any:
+    return (table.c.id if table.name == "organizations" else table.c.org_id) == org_id
+
+
+def _unique(table: Table) -> set[str]:
+    """Columns whose every value must differ from row to row."""
+    unique = {c.name for c in table.c if c.unique} | ({c.name for c in table.primary_key.columns}
+                                                      if len(table.primary_key.columns) == 1 else set())
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint) and len(constraint.columns) == 1:
+            unique |= {c.name for c in constraint.columns}
+    for index in table.indexes:
+        if index.unique and len(index.columns) == 1:
+            unique |= {c.name for c in index.columns}
+    return unique
+
+
+def _identity(table: Table) -> set[str]:
+    """Columns that name a row rather than describe it: keys, references, unique values."""
+    return _unique(table) | {c.name for c in table.c if c.primary_key or c.foreign_keys}
+
+
+class Organizations:
+    """Organizations numbered 0, 1, …: copies of one business organization that slotwise made and bought
+    ``SLOTS`` agent slots for. Their ids are ones pgbench can compute (it has no string functions):
+    ``ORG_BASE + n`` for the organization, ``SUB_BASE + n`` for its subscription; every other key and
+    unique value of the copy is the original's with its end replaced by ``-n``."""
 
     def __init__(self, engine: Engine) -> None:
-        self.n = 0
-        self.lock = threading.Lock()
-        event.listen(engine, "before_cursor_execute", self._count)
-
-    def _count(self, _conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT")):
-            with self.lock:
-                self.n += 1
-
-
-_seeded = iter(range(10**9))
-
-
-def _seed(sessions: sessionmaker[Session], *, slots: int = 0) -> list[Actor]:
-    """Business organizations (10 agents included), each with ``slots`` agent slots bought."""
-    actors = []
-    for _ in range(ORGS):
-        with transaction(sessions) as db:
+        self.engine, self.taken = engine, 0
+        with transaction(make_sessionmaker(engine)) as db:
             made = organizations.create_organization(
-                db, env=ENV, name="Bench", owner_email=f"bench{next(_seeded)}@example.test", owner_name=None,
-                owner_password=None, plan_code="business", card_number=None, at=AT)
-            actor = Actor(made.owner.user.id, made.organization.id, "owner")
-            for _ in range(slots // 100):
-                addons.add_slots(db, env=ENV, actor=actor, addon_code="agent_slots", quantity=100, at=AT)
-        actors.append(actor)
-    return actors
+                db, env=ENV, name="Bench", owner_email="bench@example.test", owner_name=None, owner_password=None,
+                plan_code="business", card_number=None, at=MADE_AT)
+            owner = Actor(made.owner.user.id, made.organization.id, "owner")
+            addons.add_slots(db, env=ENV, actor=owner, addon_code="agent_slots", quantity=SLOTS, at=MADE_AT)
+        self.owner = owner
+        with engine.connect() as conn:
+            self.rows = {t: [dict(r) for r in conn.execute(select(t).where(_of_org(t, owner.org_id))).mappings()]
+                         for t in _org_tables()}
+        self.keys = {row[key.name]: key.table.name for t, rows in self.rows.items() for row in rows
+                     for key in t.primary_key.columns if len(t.primary_key.columns) == 1}
+
+    def actor(self, n: int) -> Actor:
+        return Actor(f"{self.owner.user_id}-{n}", str(ORG_BASE + n), "owner")
+
+    def take(self, count: int) -> int:
+        """The first of ``count`` new copies."""
+        first, self.taken = self.taken, self.taken + count
+        with self.engine.begin() as conn:
+            for table, rows in self.rows.items():
+                if not rows:
+                    continue
+                unique = _unique(table)
+                conn.execute(insert(table), [
+                    {c: self._copy(v, n) if v is not None and (v in self.keys or c in unique) else v
+                     for c, v in row.items()}
+                    for n in range(first, first + count) for row in rows])
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("ANALYZE"))
+        return first
+
+    def _copy(self, value: str, n: int) -> str:
+        table, tail = self.keys.get(value), f"-{n}"
+        own = {"organizations": str(ORG_BASE + n), "subscriptions": str(SUB_BASE + n)}
+        return own.get(table or "", value[:-len(tail)] + tail)  # as long as the original: columns have limits
+
+    def state(self, n: int) -> dict[str, list[tuple[Any, ...]]]:
+        """What organization ``n`` holds, ids left out: equal for two organizations that went through the
+        same operations, whoever ran them."""
+        state = {}
+        with self.engine.connect() as conn:
+            for table in _org_tables():
+                kept = [c for c in table.c if c.name not in _identity(table)]
+                rows = conn.execute(select(*kept).where(_of_org(table, str(ORG_BASE + n)))).all()
+                state[table.name] = sorted((tuple("<id>" if isinstance(v, str) and ID_LIKE.fullmatch(v) else v
+                                                  for v in row) for row in rows), key=repr)
+        return state
 
 
-def _rate(sessions: sessionmaker[Session], actors: list[Actor], clients: int, seconds: float,
-          op: Callable[[Session, Actor, datetime], object], limit_per_org: int) -> tuple[float, int]:
-    """Operations per second with ``clients`` threads, each on its own organizations."""
-    done = [0] * clients
-    stop = time.monotonic() + seconds
-    at = AT + timedelta(days=1)
+@dataclass(frozen=True)
+class Statement:
+    """A statement as the floor replays it: the driver's text, and per parameter (its name or position)
+    the floor variable that fills it (``org``, ``sub``, ``new0`` …, ``ret_<column>``), or None and the
+    constant slotwise sent."""
 
-    def worker(c: int) -> None:
-        mine = actors[c::clients]
-        used = dict.fromkeys(range(len(mine)), 0)
-        i = 0
-        while time.monotonic() < stop:
-            k = i % len(mine)
-            i += 1
-            if used[k] >= limit_per_org:
-                if all(v >= limit_per_org for v in used.values()):
-                    return
-                continue
-            with transaction(sessions) as db:
-                op(db, mine[k], at)
-            used[k] += 1
-            done[c] += 1
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.monotonic() - started), sum(done)
+    sql: str
+    params: tuple[tuple[str | int, str | None, Any], ...]
+    returns: bool  # an UPDATE … RETURNING whose values later statements use
 
 
-def _create(db: Session, actor: Actor, at: datetime) -> object:
-    return agents.create_agent(db, env=ENV, actor=actor, name="bench", at=at)
+@contextmanager
+def counted(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
+    """What slotwise sends through ``engine`` meanwhile, BEGIN and COMMIT left out."""
+    sent: list[tuple[str, Any]] = []
 
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool) -> None:
+        if not statement.lstrip().upper().startswith(NOT_COUNTED):
+            if many:
+                raise ValueError(f"an executemany cannot be replayed as one statement: {statement!r}")
+            sent.append((statement, parameters))
 
-def _add(db: Session, actor: Actor, at: datetime) -> object:
-    return addons.add_slots(db, env=ENV, actor=actor, addon_code="agent_slots", quantity=1, at=at)
-
-
-def _remove(db: Session, actor: Actor, at: datetime) -> object:
-    return addons.remove_slots(db, env=ENV, actor=actor, addon_code="agent_slots", quantity=1, at=at)
-
-
-def _slotwise_rows(url: str, database: str, clients: list[int], seconds: float) -> list[Row]:
-    engine = make_engine(url, **({} if database == "SQLite" else {"pool_size": 8}))
-    Base.metadata.create_all(engine)
-    sessions = make_sessionmaker(engine)
-    count = Counter(engine)
-    rows = []
-    base = "raw capacity check"
-    for n in clients:
-        for label, actors, op, cap, compare in (
-            ("slotwise create agent (capacity check)", _seed(sessions, slots=1000), _create, 1010, base),
-            ("slotwise add 1 slot (invoice + charge)", _seed(sessions), _add, 1000, "raw one-row lock"),
-            ("slotwise remove 1 slot", _seed(sessions, slots=1000), _remove, 1000, "raw one-row lock"),
-        ):
-            before = count.n
-            rate, ops = _rate(sessions, actors, n, seconds, op, cap)
-            rows.append(Row(database, label, n, rate, (count.n - before) / max(ops, 1), compare))
-    engine.dispose()
-    return rows
-
-
-def _pgbench(url: str, script: str, clients: int, seconds: float) -> float:
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
-        f.write(script.format(orgs=ORGS))
-    dsn = normalize_database_url(url).replace("postgresql+psycopg://", "postgresql://")
-    out = subprocess.run(["pgbench", "-n", "-M", "prepared", "-f", f.name, "-c", str(clients),
-                          "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(max(1, round(seconds))), dsn],
-                         capture_output=True, text=True, check=True).stdout
-    os.unlink(f.name)
-    found = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
-    assert found, out
-    return float(found.group(1))
-
-
-def _raw_orgs(engine: Engine) -> None:
-    with engine.begin() as conn:
-        for i in range(1, ORGS + 1):
-            conn.execute(text("INSERT INTO organizations (id, name, plan_code, invoice_seq, created_at) "
-                              "VALUES (:id, 'raw', 'business', 0, :at)"), {"id": f"org_bench_{i}", "at": AT})
-
-
-def postgres(base: str, clients: list[int], seconds: float) -> list[Row]:
-    url = f"{base.rsplit('/', 1)[0]}/slotwise_bench_{os.getpid()}"
-    admin = create_engine(normalize_database_url(base.rsplit("/", 1)[0] + "/postgres"), isolation_level="AUTOCOMMIT")
-    name = url.rsplit("/", 1)[1]
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    event.listen(engine, "before_cursor_execute", record)
     try:
-        engine = make_engine(url)
-        Base.metadata.create_all(engine)
-        _raw_orgs(engine)
-        engine.dispose()
-        rows = []
-        for n in clients:
-            rows.append(Row("PostgreSQL", "raw capacity check", n, _pgbench(url, RAW_CHECK, n, seconds), 3))
-            rows.append(Row("PostgreSQL", "raw one-row lock", n, _pgbench(url, RAW_LOCK, n, seconds), 2))
-        return rows + _slotwise_rows(url, "PostgreSQL", clients, seconds)
+        yield sent
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        event.remove(engine, "before_cursor_execute", record)
 
 
-def _raw_sqlite(path: Path, seconds: float, lock_only: bool) -> float:
-    conn = sqlite3.connect(path, isolation_level=None)
+def _returned(engine: Engine, sql: str, org_id: str) -> dict[str, Any]:
+    """The values an ``UPDATE <table> … RETURNING`` gave back, read again after the operation."""
+    found = re.match(r"UPDATE (\w+) .* RETURNING (.+)$", sql, re.S)
+    if found is None:
+        raise ValueError(f"cannot replay what this statement returns: {sql!r}")
+    table = Base.metadata.tables[found[1]]
+    columns = [c.strip().rsplit(".", 1)[-1] for c in found[2].split(",")]
+    with engine.connect() as conn:
+        row = conn.execute(select(*(table.c[c] for c in columns)).where(table.c.id == org_id)).one()
+    return dict(zip(columns, row, strict=True))
+
+
+def capture(engine: Engine, pool: Organizations, op: Operation) -> list[Statement]:
+    """The statements of ``op``, from two runs of it on one organization: a parameter that is the same in
+    both is a constant; one that differs must be the organization's, a new id or a returned value."""
+    n = pool.take(1)
+    sessions = make_sessionmaker(engine)
+    runs = []
+    for _ in range(2):
+        with counted(engine) as sent, transaction(sessions) as db:
+            op.call(db, pool.actor(n))
+        runs.append([(sql, params, _returned(engine, sql, pool.actor(n).org_id) if "RETURNING" in sql else {})
+                     for sql, params in sent])
+    if [sql for sql, _, _ in runs[0]] != [sql for sql, _, _ in runs[1]]:
+        raise ValueError(f"{op.label} does not send the same statements each time")
+    own = {str(ORG_BASE + n): "org", str(SUB_BASE + n): "sub"}
+    fresh: list[dict[Any, str]] = [{}, {}]
+    statements: list[Statement] = []
+    returned: list[dict[str, Any]] = [{}, {}]
+    for (sql, first, ret1), (_, second, ret2) in zip(*runs, strict=True):
+        params = []
+        for key in first if isinstance(first, dict) else range(len(first)):
+            one, two = first[key], second[key]
+            var = None
+            if one == two and one in own:
+                var = own[one]
+            elif one != two and (col := next((c for c in returned[0] if returned[0][c] == one
+                                              and returned[1][c] == two), None)):
+                var = f"ret_{col}"
+            elif one != two and all(isinstance(v, str) and NEW_ID.fullmatch(v) for v in (one, two)):
+                var = fresh[0].setdefault(one, f"new{len(fresh[0])}")
+                if fresh[1].setdefault(two, var) != var:
+                    raise ValueError(f"new ids are reused differently in {sql!r}")
+            elif one != two:
+                raise ValueError(f"parameter {key} of {sql!r} varies in a way no floor replays: {one!r}, {two!r}")
+            params.append((key, var, one))
+        statements.append(Statement(sql, tuple(params), bool(ret1)))
+        returned[0].update(ret1)
+        returned[1].update(ret2)
+    return statements
+
+
+@dataclass(frozen=True)
+class Measure:
+    per_second: float
+    ops: int
+    statements: float  # per operation, BEGIN and COMMIT left out
+    failures: int = 0
+
+
+def _slotwise(engine: Engine, pool: Organizations, op: Operation, first: int, per_client: int, clients: int,
+              seconds: float) -> Measure:
+    """slotwise's service function: client ``c``'s ``k``-th operation is on organization
+    ``first + c + clients * (k // PER_ORG)``, exactly as on the floor. Each client completes at least
+    one organization, however slow, so there is one to compare with the floor's."""
+    sessions = make_sessionmaker(engine)
+    done, short = [0] * clients, threading.Event()
+    stop = time.monotonic() + seconds
+
+    def work(c: int) -> None:
+        k = 0
+        while k < PER_ORG or time.monotonic() < stop:
+            if k // PER_ORG >= per_client:
+                short.set()
+                return
+            with transaction(sessions) as db:
+                op.call(db, pool.actor(first + c + clients * (k // PER_ORG)))
+            k += 1
+        done[c] = k
+
+    with counted(engine) as sent:
+        started = time.monotonic()
+        threads = [threading.Thread(target=work, args=(c,)) for c in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+    if short.is_set():
+        raise OutOfOrganizations
+    return Measure(sum(done) / elapsed, sum(done), len(sent) / max(sum(done), 1))
+
+
+def _sqlite_floor(path: Path, statements: Sequence[Statement], first: int, per_client: int, seconds: float) -> Measure:
+    """The statements in a raw ``sqlite3`` loop, one client, with slotwise's pragmas and write lock."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     for pragma in ("foreign_keys=ON", "journal_mode=WAL", "busy_timeout=30000"):
         conn.execute(f"PRAGMA {pragma}")
-    n, stop = 0, time.monotonic() + seconds
+    plan = [(st.sql, [(var, value) for _, var, value in st.params], st.returns) for st in statements]
+    fresh = sorted({var for st in statements for _, var, _ in st.params if var and var.startswith("new")})
+    done, stop = 0, time.monotonic() + seconds
     started = time.monotonic()
-    while time.monotonic() < stop:
-        org = f"org_bench_{n % ORGS + 1}"
+    while done < PER_ORG or time.monotonic() < stop:
+        if done // PER_ORG >= per_client:
+            raise OutOfOrganizations
+        n = first + done // PER_ORG
+        values: dict[str, Any] = {"org": str(ORG_BASE + n), "sub": str(SUB_BASE + n)}
+        values.update((var, str(random.randrange(*FRESH))) for var in fresh)
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("SELECT id, plan_code FROM organizations WHERE id = ?", (org,)).fetchone()
-        if lock_only:
-            conn.execute("UPDATE organizations SET invoice_seq = invoice_seq + 1 WHERE id = ?", (org,))
-        else:
-            conn.execute("SELECT count(*) FROM agents WHERE org_id = ? AND archived_at IS NULL", (org,)).fetchone()
-            conn.execute("INSERT INTO agents (id, org_id, name, archived_at, created_at) VALUES (?, ?, 'raw', NULL, ?)",
-                         (f"agt_raw_{n}", org, "2026-11-15 09:00:00.000000"))
+        for sql, params, returns in plan:
+            cursor = conn.execute(sql, [value if var is None else values[var] for var, value in params])
+            rows = cursor.fetchall()
+            if returns:
+                values.update((f"ret_{d[0]}", v) for d, v in zip(cursor.description, rows[0], strict=True))
         conn.execute("COMMIT")
-        n += 1
+        done += 1
+    elapsed = time.monotonic() - started
     conn.close()
-    return n / (time.monotonic() - started)
+    return Measure(done / elapsed, done, len(plan))
+
+
+def _pg_text(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat(" ")
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _with_variables(sql: str, names: dict[str | int, str]) -> str:
+    """psycopg's ``%(name)s`` placeholders as pgbench ``:variables``."""
+    return re.sub(r"%\((\w+)\)s", lambda m: names[m[1]], sql).replace("%%", "%")
+
+
+def pgbench_script(statements: Sequence[Statement]) -> tuple[str, dict[str, str]]:
+    """The floor as a pgbench script, and the constants it reads (``-D``): slotwise's statement texts with
+    each placeholder a variable; ``k`` counts the client's transactions (pgbench keeps variables from
+    one to the next), which picks the organization as the service loop does."""
+    constants: dict[str, str] = {}
+    fresh = sorted({var for st in statements for _, var, _ in st.params if var and var.startswith("new")})
+    lines = [r"\set k :k + 1", r"\if :k / :per >= :orgs", r"\set out_of_organizations 1 / 0", r"\endif",
+             r"\set n :first + :client_id + :clients * (:k / :per)",
+             rf"\set org {ORG_BASE} + :n", rf"\set sub {SUB_BASE} + :n",
+             *(rf"\set {var} random({FRESH[0]}, {FRESH[1]})" for var in fresh), "BEGIN;"]
+    for i, st in enumerate(statements):
+        names: dict[str | int, str] = {}
+        for key, var, value in st.params:
+            if var is None and value is None:
+                names[key] = "NULL"
+                continue
+            if var is None:
+                var = f"c{i}_{key}"
+                constants[var] = _pg_text(value)
+            names[key] = f":{var}"
+        lines.append(_with_variables(st.sql, names) + (r" \gset ret_" if st.returns else ";"))
+    return "\n".join([*lines, "COMMIT;", ""]), constants
+
+
+def _pgbench(dsn: str, statements: Sequence[Statement], first: int, per_client: int, clients: int,
+             seconds: int) -> Measure:
+    script, constants = pgbench_script(statements)
+    defines = {"k": "-1", "per": str(PER_ORG), "orgs": str(per_client), "first": str(first),
+               "clients": str(clients), **constants}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, "floor.sql")
+        path.write_text(script, encoding="utf-8")
+        done = subprocess.run(
+            ["pgbench", "-n", "-M", "prepared", "-r", "-f", str(path), "-c", str(clients),
+             "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(seconds),
+             *(arg for name, value in defines.items() for arg in ("-D", f"{name}={value}")), dsn],
+            capture_output=True, text=True, env={**os.environ, "PGCLIENTENCODING": "UTF8"})
+    if "division by zero" in done.stderr:
+        raise OutOfOrganizations
+    if done.returncode != 0:
+        raise RuntimeError(f"pgbench failed:\n{done.stdout}\n{done.stderr}")
+    out = done.stdout
+    tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+    processed = re.search(r"transactions actually processed: (\d+)", out)
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    assert tps and processed and failed, out
+    listing = re.findall(r"^\s+[0-9.]+\s+(\d+)\s+(.*)$", out.split("statement latencies", 1)[1], re.M)
+    sql = [(int(fails), cmd) for fails, cmd in listing
+           if not cmd.startswith("\\") and cmd.strip().upper() not in ("BEGIN;", "COMMIT;")]
+    failures = int(failed[1]) + sum(fails for fails, _ in sql)
+    return Measure(float(tps[1]), int(processed[1]), len(sql), failures)
+
+
+def _sized(pool: Organizations, clients: int, seconds: float, guess: int,
+           run: Callable[[int, int], Measure]) -> tuple[Measure, int]:
+    """``run(first, per_client)`` on enough fresh organizations; the measure and the first one."""
+    per_client = math.ceil(guess * seconds / PER_ORG / clients) + 1
+    while True:
+        first = pool.take(per_client * clients)
+        try:
+            return run(first, per_client), first
+        except OutOfOrganizations:
+            per_client *= 2
+
+
+@dataclass(frozen=True)
+class Row:
+    database: str
+    operation: str
+    clients: int
+    slotwise: Measure
+    floor: Measure
+    same_effect: bool | None  # an organization holds the same after 30 operations of either; None: not checked
+
+    @property
+    def ratio(self) -> float:
+        return self.slotwise.per_second / self.floor.per_second
+
+
+Floor = Callable[[Sequence[Statement], int, int, int], Measure]  # statements, first, per client, clients
+
+
+def _rows(database: str, engine: Engine, clients: Sequence[int], seconds: float, floor_seconds: float,
+          floor: Floor) -> list[Row]:
+    pool = Organizations(engine)
+    return [_row(database, pool, op, n, seconds, floor_seconds, floor) for n in clients for op in OPERATIONS]
+
+
+def _row(database: str, pool: Organizations, op: Operation, clients: int, seconds: float, floor_seconds: float,
+         floor: Floor) -> Row:
+    """One operation against its floor, one right after the other, on fresh organizations each."""
+    statements = capture(pool.engine, pool, op)
+    mine, mine_first = _sized(pool, clients, seconds, GUESS["slotwise"],
+                              lambda first, per: _slotwise(pool.engine, pool, op, first, per, clients, seconds))
+    raw, raw_first = _sized(pool, clients, floor_seconds, GUESS["floor"],
+                            lambda first, per: floor(statements, first, per, clients))
+    # pgbench tells no client's count: with several, twice the need makes client 0's first one complete
+    checked = raw.ops >= PER_ORG * clients * (1 if clients == 1 else 2)
+    same = pool.state(mine_first) == pool.state(raw_first) if checked else None
+    return Row(database, op.label, clients, mine, raw, same)
 
 
 def sqlite(seconds: float) -> list[Row]:
@@ -233,36 +437,76 @@ def sqlite(seconds: float) -> list[Row]:
         path = Path(folder) / "bench.db"
         engine = make_engine(f"sqlite:///{path}")
         Base.metadata.create_all(engine)
-        _raw_orgs(engine)
+        try:
+            return _rows("SQLite", engine, [1], seconds, seconds,
+                         lambda st, first, per, _n: _sqlite_floor(path, st, first, per, seconds))
+        finally:
+            engine.dispose()
+
+
+def postgres(base: str, clients: Sequence[int], seconds: float) -> list[Row]:
+    server = normalize_database_url(base).rsplit("/", 1)[0]
+    name = f"svcbench_{os.getpid()}"
+    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(f"{server}/{name}", pool_size=8)
+    try:
+        Base.metadata.create_all(engine)
+        dsn = f"{server}/{name}".replace("postgresql+psycopg://", "postgresql://")
+        whole = max(1, round(seconds))  # pgbench -T counts whole seconds
+        return _rows("PostgreSQL", engine, clients, seconds, whole,
+                     lambda st, first, per, n: _pgbench(dsn, st, first, per, n, whole))
+    finally:
         engine.dispose()
-        rows = [Row("SQLite", "raw capacity check", 1, _raw_sqlite(path, seconds, lock_only=False), 3),
-                Row("SQLite", "raw one-row lock", 1, _raw_sqlite(path, seconds, lock_only=True), 2)]
-        return rows + _slotwise_rows(f"sqlite:///{path}", "SQLite", [1], seconds)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
-def table(rows: list[Row]) -> str:
-    lines = ["| database | operation | clients | ops/s | vs raw | SQL statements / op (besides BEGIN, COMMIT) |",
-             "|---|---|---:|---:|---:|---:|"]
+def table(rows: Sequence[Row]) -> str:
+    lines = ["| database | operation | clients | slotwise ops/s | floor ops/s (same statements) | slotwise ÷ floor "
+             "| SQL statements / op: slotwise, floor |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
-        raw = next((r for r in rows if r.database == row.database and r.what == row.baseline
-                    and r.clients == row.clients), None)
-        ratio = f"{row.per_second / raw.per_second:.2f}× of {row.baseline}" if raw else "—"
-        statements = f"{row.statements:.1f}" if row.statements is not None else "—"
-        lines.append(f"| {row.database} | {row.what} | {row.clients} | {row.per_second:,.0f} | {ratio} | "
-                     f"{statements} |")
+        lines.append(f"| {row.database} | {row.operation} | {row.clients} | {row.slotwise.per_second:,.0f} | "
+                     f"{row.floor.per_second:,.0f} | {row.ratio:.2f}× | "
+                     f"{row.slotwise.statements:g}, {row.floor.statements:g} |")
     return "\n".join(lines)
+
+
+def problems(rows: Sequence[Row]) -> list[str]:
+    """Where a floor is not exactly slotwise's statements: another count, a failure, another effect."""
+    found = []
+    for row in rows:
+        where = f"{row.database} {row.operation}, {row.clients} client(s)"
+        if row.floor.statements != row.slotwise.statements:
+            found.append(f"{where}: the floor ran {row.floor.statements:g} statements per operation, slotwise "
+                         f"{row.slotwise.statements:g}")
+        if row.floor.failures:
+            found.append(f"{where}: {row.floor.failures} statements or transactions of the floor failed")
+        if row.same_effect is not True:
+            found.append(f"{where}: an organization {'was not compared' if row.same_effect is None else 'differs'}"
+                         f" after {PER_ORG} operations of slotwise and of the floor")
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--quick", action="store_true", help="0.5 s per figure, 1 client, both databases")
     parser.add_argument("--postgres", default=os.environ.get(
         "SLOTWISE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/slotwise_test"))
     args = parser.parse_args()
-    rows = sqlite(args.seconds) + postgres(args.postgres, [1, 4], args.seconds)
+    seconds, clients = (0.5, [1]) if args.quick else (args.seconds, [1, 4])
+    rows = sqlite(seconds) + postgres(args.postgres, clients, seconds)
     print(f"{datetime.now(UTC):%Y-%m-%d}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}, each figure over {args.seconds:g} s\n")
+          f"{os.cpu_count()} cores, Python {platform.python_version()}, each figure over {seconds:g} s, "
+          f"{PER_ORG} operations per organization\n")
     print(table(rows))
+    for problem in problems(rows):
+        print(f"\n**Not a floor of slotwise's statements**: {problem}")
 
 
 if __name__ == "__main__":
