@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from contextlib import ExitStack
 from typing import Any
 
 import click
@@ -73,11 +75,72 @@ def billing() -> None:
 
 @billing.command("run")
 def billing_run() -> None:
-    """Renew every due subscription and retry failed payments, at the current time."""
+    """Renew every due subscription and retry failed payments, at the current time.
+
+    Prints what was done as JSON; on a long run, a progress line goes to stderr every few seconds.
+    Several may run at once (on PostgreSQL they share the work)."""
     rt = Runtime()
     with rt.sessions.begin() as db:
         at = rt.clock.now(db)
-    _echo(present.sweep(at, renewals.sweep(rt.sessions, env=rt.env, at=at)))
+    with SpooledSweepReport() as report:
+        renewals.sweep(rt.sessions, env=rt.env, at=at, report=report, progress=ProgressLine())
+        report.print_json(present.sweep(at, renewals.SweepReport()).model_dump(mode="json"))
+
+
+class SpooledSweepReport(renewals.SweepReport):
+    """A sweep's ids kept in temporary files rather than in memory until they are printed, so that a
+    run's memory stays flat however many organizations it renews."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = ExitStack()  # closes (and so removes) the files on __exit__
+        self.files = {name: self.closing.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))  # noqa: SIM115
+                      for name in self.__dataclass_fields__}
+
+    def __enter__(self) -> SpooledSweepReport:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.closing.close()
+
+    def merge(self, other: renewals.SweepReport) -> None:
+        for name, spool in self.files.items():
+            spool.writelines(f"{item}\n" for item in getattr(other, name))
+
+    def print_json(self, body: dict[str, Any]) -> None:
+        """``body`` as ``_echo`` prints it (indented JSON), each spooled list streamed in its place."""
+        out = sys.stdout
+        out.write("{")
+        for k, (key, value) in enumerate(body.items()):
+            out.write(("," if k else "") + f"\n  {json.dumps(key)}: ")
+            spool = self.files.get(key)
+            if spool is None:
+                out.write(json.dumps(value))
+                continue
+            spool.seek(0)
+            items = (json.dumps(line.rstrip("\n")) for line in spool)
+            first = next(items, None)
+            if first is None:
+                out.write("[]")
+                continue
+            out.write(f"[\n    {first}")
+            out.writelines(f",\n    {item}" for item in items)
+            out.write("\n  ]")
+        out.write("\n}\n")
+
+
+class ProgressLine:
+    """On stderr every few seconds of a long sweep: what it has done so far, and how fast."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every, self.due = every, every
+
+    def __call__(self, done: renewals.SweepProgress) -> None:
+        if done.seconds < self.due:
+            return
+        self.due = done.seconds + self.every
+        click.echo(f"billing run: {done.renewed:,} renewals, {done.retried:,} retries, {done.claimed:,} "
+                   f"organizations in {done.seconds:.0f} s ({done.renewed / done.seconds:,.0f} renewals/s)", err=True)
 
 
 @main.command()

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, delete, func, insert, literal, select, tuple_, union, update
+from sqlalchemy.dialects.postgresql import JSON
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.schema import Table
+from sqlalchemy.sql import Executable, Select, TableValuedAlias, cast, column
+from sqlalchemy.types import String
 
 from slotwise.models import (
     Agent,
     ApiToken,
+    Base,
     IdempotencyRecord,
     Invitation,
     Invoice,
@@ -22,6 +29,7 @@ from slotwise.models import (
     QuantityChange,
     Subscription,
     User,
+    UTCDateTime,
     email_key,
 )
 
@@ -320,3 +328,165 @@ def invitations_page(db: Session, org_id: str, *, limit: int, after: Invitation 
     if after is not None:
         query = query.where(_sorts_after(order, after))
     return db.scalars(query.order_by(*order).limit(limit + 1)).all()
+
+
+# --- the billing sweep: hundreds of organizations per transaction (services/renewals.py) -----------
+# Core statements over plain rows, built once. Each table is written with one statement per batch: on
+# PostgreSQL the rows travel as one JSON document read by json_to_recordset (one small statement the
+# server plans once, however many rows, and one parameter the driver passes as it is); SQLite's
+# executemany is already an in-process loop.
+
+_TABLES = Base.metadata.tables
+_SUBSCRIPTIONS, _ORGANIZATIONS, _ORG_ADDONS = _TABLES["subscriptions"], _TABLES["organizations"], _TABLES["org_addons"]
+_INVOICES = _TABLES["invoices"]
+_RENEWING_STATUSES = ("active", "past_due")
+
+
+def _claim_due(*, skip_locked: bool) -> Select[str, int, str | None]:
+    orgs, subs, at = _ORGANIZATIONS.c, _SUBSCRIPTIONS.c, bindparam("at", type_=UTCDateTime())
+    # OFFSET 0 keeps each EXISTS a probe of the organization at hand: without it PostgreSQL may hash
+    # every due subscription once per batch instead, which makes a sweep quadratic in its size.
+    renewal = (select(subs.id).where(subs.org_id == orgs.id, subs.period_end <= at,
+                                     subs.status.in_(_RENEWING_STATUSES)).offset(0))
+    retry = (select(_INVOICES.c.id).where(_INVOICES.c.org_id == orgs.id, _INVOICES.c.status == "open",
+                                          _INVOICES.c.next_retry_at <= at).offset(0))
+    return (select(orgs.id, orgs.invoice_seq, orgs.card_token)
+            .where(orgs.id > bindparam("after"), renewal.exists() | retry.exists())
+            .order_by(orgs.id).limit(bindparam("limit"))
+            .with_for_update(of=_ORGANIZATIONS, skip_locked=skip_locked))
+
+
+_CLAIM_DUE_SKIPPING_HELD, _CLAIM_DUE_WAITING = _claim_due(skip_locked=True), _claim_due(skip_locked=False)
+
+
+def claim_due_organizations(
+    db: Session, at: datetime, *, after: str, limit: int, skip_held: bool
+) -> Sequence[Row[str, int, str | None]]:
+    """Up to ``limit`` organizations after ``after`` (by id) with a renewal or a scheduled retry due by
+    ``at``, row-locked for this transaction: (id, invoice_seq, card_token).
+
+    ``skip_held``: on PostgreSQL, pass over the organizations another transaction holds (SKIP LOCKED),
+    so that several sweeps take different organizations instead of queueing behind one another;
+    otherwise wait for them. SQLite's one writer at a time makes both the same.
+    """
+    query = _CLAIM_DUE_SKIPPING_HELD if skip_held else _CLAIM_DUE_WAITING
+    return db.execute(query, {"at": at, "after": after, "limit": limit}).all()
+
+
+def renewal_billing_key(subscription_id: str, period_index: int) -> str:
+    """The ``billing_key`` of a period's renewal invoice: one invoice per period, by the unique key."""
+    return f"period:{subscription_id}:{period_index}"
+
+
+_ORG_IDS = bindparam("org_ids", expanding=True, type_=Organization.id.type)
+_SUBS = _SUBSCRIPTIONS.c
+_NEXT_BILLED = select(_INVOICES.c.id).where(  # renewal_billing_key(id, period_index + 1), in SQL
+    _INVOICES.c.billing_key == literal("period:") + _SUBS.id + ":" + cast(_SUBS.period_index + 1, String)).exists()
+_CURRENT_SUBSCRIPTIONS_OF = select(
+    _SUBS.org_id, _SUBS.id, _SUBS.status, _SUBS.plan_code, _SUBS.scheduled_plan_code, _SUBS.plan_price,
+    _SUBS.currency, _SUBS.anchor_at, _SUBS.period_index, _SUBS.period_start, _SUBS.period_end,
+    _NEXT_BILLED.label("next_billed"),
+).where(_SUBS.org_id.in_(_ORG_IDS), _SUBS.status != "canceled")
+
+
+def current_subscriptions_of(
+    db: Session, org_ids: Sequence[str]
+) -> Sequence[Row[str, str, str, str, str | None, int, str, datetime, int, datetime, datetime, bool]]:
+    """The current (not canceled) subscription of each of these organizations, as plain rows, and
+    whether an invoice holds its next period's billing key already (``next_billed``)."""
+    return db.execute(_CURRENT_SUBSCRIPTIONS_OF, {"org_ids": list(org_ids)}).all()
+
+
+_ADDON_SLOTS_OF = select(
+    _ORG_ADDONS.c.org_id, _ORG_ADDONS.c.addon_code, _ORG_ADDONS.c.active_slots, _ORG_ADDONS.c.renewal_slots,
+).where(_ORG_ADDONS.c.org_id.in_(_ORG_IDS))
+
+
+def addon_slots_of(db: Session, org_ids: Sequence[str]) -> Sequence[Row[str, str, int, int]]:
+    """(org_id, addon_code, active_slots, renewal_slots) of every add-on of these organizations."""
+    return db.execute(_ADDON_SLOTS_OF, {"org_ids": list(org_ids)}).all()
+
+
+_BILLED_KEYS = select(_INVOICES.c.billing_key).where(_INVOICES.c.billing_key.in_(bindparam("keys", expanding=True)))
+
+
+def billed_keys(db: Session, keys: Sequence[str]) -> Sequence[str | None]:
+    """Which of these billing keys an invoice already holds."""
+    return db.scalars(_BILLED_KEYS, {"keys": list(keys)}).all()
+
+
+def organizations_with_due_work(db: Session, org_ids: Sequence[str], at: datetime) -> set[str]:
+    """Which of these organizations have a renewal or a scheduled retry due by ``at`` (one statement,
+    ``org_has_due_work`` for many)."""
+    if not org_ids:
+        return set()
+    subs, invoices = _SUBSCRIPTIONS.c, _INVOICES.c
+    renewals = select(subs.org_id).where(subs.org_id.in_(_ORG_IDS), subs.period_end <= bindparam("at"),
+                                         subs.status.in_(_RENEWING_STATUSES))
+    retries = select(invoices.org_id).where(invoices.org_id.in_(_ORG_IDS), invoices.status == "open",
+                                            invoices.next_retry_at <= bindparam("at"))
+    return set(db.scalars(union(renewals, retries), {"org_ids": list(org_ids), "at": at}))
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One statement writing many rows (dicts with the same keys), in each database's fastest form."""
+
+    postgresql: Executable  # the rows as one JSON document, read as a set
+    other: Executable  # executemany: one execution per row
+
+    def __call__(self, db: Session, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if db.get_bind().dialect.name == "postgresql":
+            db.execute(self.postgresql, {"rows": json.dumps(rows, default=_json_instant)})
+        else:
+            db.execute(self.other, list(rows))
+
+
+def _json_instant(value: object) -> str:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.isoformat()
+    raise TypeError(f"not an aware datetime: {value!r}")
+
+
+def _row_set(table: Table, keys: dict[str, str]) -> TableValuedAlias:
+    """``json_to_recordset(:rows) AS anon(k <type>, …)``; ``keys``: each key and the column whose type
+    it has."""
+    columns = [column(key, table.c[name].type) for key, name in keys.items()]
+    rows = func.json_to_recordset(cast(bindparam("rows"), JSON))
+    return rows.table_valued(*columns).render_derived(with_types=True)
+
+
+def _inserting(name: str) -> _Write:
+    table = _TABLES[name]
+    rows = _row_set(table, {column.name: column.name for column in table.columns})
+    return _Write(table.insert().from_select(list(rows.c.keys()), select(*rows.c)), table.insert())
+
+
+def _updating(name: str, keys: Sequence[str], columns: Sequence[str]) -> _Write:
+    """Rows: ``key_<column>`` for each key column, and the new value of each of ``columns``."""
+    table = _TABLES[name]
+    rows = _row_set(table, {**{f"key_{key}": key for key in keys}, **{column: column for column in columns}})
+    postgresql = (table.update().where(*[table.c[key] == rows.c[f"key_{key}"] for key in keys])
+                  .values({column: rows.c[column] for column in columns}))
+    # executemany: SET takes the columns the parameters name
+    return _Write(postgresql, table.update().where(*[table.c[key] == bindparam(f"key_{key}") for key in keys]))
+
+
+def _deleting(name: str, keys: Sequence[str]) -> _Write:
+    """Rows: ``key_<column>`` for each key column."""
+    table = _TABLES[name]
+    rows = _row_set(table, {f"key_{key}": key for key in keys})
+    return _Write(table.delete().where(*[table.c[key] == rows.c[f"key_{key}"] for key in keys]),
+                  table.delete().where(*[table.c[key] == bindparam(f"key_{key}") for key in keys]))
+
+
+insert_invoices, insert_invoice_lines, insert_charges = (
+    _inserting("invoices"), _inserting("invoice_lines"), _inserting("charges"))
+renew_subscriptions = _updating("subscriptions", ["id"], [
+    "period_index", "period_start", "period_end", "plan_code", "plan_price", "scheduled_plan_code", "status",
+    "canceled_at"])
+renew_organizations = _updating("organizations", ["id"], ["invoice_seq", "plan_code"])
+keep_addons = _updating("org_addons", ["org_id", "addon_code"], ["active_slots", "unit_price", "updated_at"])
+drop_addons = _deleting("org_addons", ["org_id", "addon_code"])

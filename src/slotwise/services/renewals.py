@@ -9,13 +9,23 @@ invoice's unique ``billing_key`` refuses a second renewal invoice for the same p
 Dunning (SPEC §3): a failed renewal charge makes the subscription ``past_due`` and is retried 1, 3
 and 5 days later; when the last retry fails too it becomes ``unpaid``: no more renewal invoices,
 no growth in usage, until a new card restarts it (``payments.update_payment_method``).
+
+The sweep (``sweep``: ``billing run``, the operator clock) claims a batch of due organizations at a
+time, in id order, locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several sweeps split the work
+instead of queueing behind one batch), and renews the common case set-based: an active subscription
+whose next event is its renewal (or its end, onto the free plan), however many periods are due. The
+rows are computed here by ``_renew``'s rules (scheduled plan, removals, today's prices) and each table
+is written with one statement per round; every invoice is still charged on its own through the
+gateway. Anything else (a retry, dunning, a declined charge's aftermath) goes through ``catch_up``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,13 +33,21 @@ from slotwise import repositories as repo
 from slotwise.catalog import Plan
 from slotwise.clock import Clock, SimulatedClock
 from slotwise.errors import ClockNotSimulated, InvalidRequest, PaymentFailed
+from slotwise.gateway import ChargeResult
 from slotwise.models import Invoice, OrgAddon, Organization, Subscription, new_id
 from slotwise.periods import Period, period_at_index
 from slotwise.services.context import Env
 from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
 
 RETRY_AFTER_DAYS = (1, 3, 5)  # after a failed renewal charge
-BATCH_SIZE = 100
+BATCH_SIZE = 500  # organizations claimed per transaction, once a sweep is under way
+# A sweep's first batches are smaller, doubling up to BATCH_SIZE: the first renewals commit (and the
+# first organizations are free again) within milliseconds, and a small sweep is shared between the
+# processes that run it rather than taken whole by the first.
+FIRST_BATCH_SIZE = 8
+# Renewals one transaction writes at most (a long clock move renews each organization many times): it
+# bounds how long a batch holds its organizations' locks, and so how long a request about one waits.
+RENEWALS_PER_TRANSACTION = 1000
 IDEMPOTENCY_KEY_TTL = timedelta(hours=48)
 MAX_CLOCK_STEP = timedelta(days=3660)  # one move of the simulated clock
 LATEST_INSTANT = datetime(9000, 1, 1, tzinfo=UTC)  # periods must still fit in a datetime after it
@@ -49,7 +67,18 @@ class SweepReport:
             getattr(self, name).extend(getattr(other, name))
 
 
-def renewal_lines(env: Env, next_plan: Plan, addons: Sequence[OrgAddon], period: Period) -> list[LineDraft]:
+class SlotsRow(Protocol):
+    """An add-on row as renewal lines read it (an ``OrgAddon``, or the sweep's plain copy)."""
+
+    @property
+    def addon_code(self) -> str: ...
+    @property
+    def active_slots(self) -> int: ...
+    @property
+    def unit_price(self) -> int: ...
+
+
+def renewal_lines(env: Env, next_plan: Plan, addons: Sequence[SlotsRow], period: Period) -> list[LineDraft]:
     """A whole period billed in advance: the plan, then one line per add-on at its renewal quantity."""
     price = next_plan.price or 0
     lines = [LineDraft("plan", next_plan.code,
@@ -163,26 +192,280 @@ def retry_invoice(db: Session, *, env: Env, org_id: str, invoice_id: str, at: da
     return _retry(db, env, org, invoice, at, scheduled=False)
 
 
-def sweep(factory: sessionmaker[Session], *, env: Env, at: datetime) -> SweepReport:
-    """Run everything due by ``at``, one organization per transaction, in batches.
+@dataclass(frozen=True, slots=True)
+class SweepProgress:
+    renewed: int  # renewal invoices issued so far
+    retried: int  # scheduled retries run so far
+    claimed: int  # organizations claimed so far (one left for a later pass counts again)
+    seconds: float
 
-    Safe to run concurrently or again after a crash: each organization is re-checked under its lock,
-    and committed work is never redone.
+
+def sweep(
+    factory: sessionmaker[Session],
+    *,
+    env: Env,
+    at: datetime,
+    report: SweepReport | None = None,
+    progress: Callable[[SweepProgress], None] | None = None,
+) -> SweepReport:
+    """Run everything due by ``at``, a batch of organizations per transaction (see the module's doc).
+
+    Safe to run concurrently or again after a crash: each organization is re-read under its lock, and
+    committed work is never redone (what is done is no longer due). Passes skip what other transactions
+    hold until nothing else is due; then one more waits for it, so nothing due by ``at`` is left undone.
+    ``report`` collects the ids (a caller may pass one that keeps them elsewhere than in memory);
+    ``progress`` is called after each batch.
     """
-    report = SweepReport()
-    done: set[str] = set()
-    while True:
-        with factory.begin() as db:
-            due = [org_id for org_id in repo.orgs_with_due_work(db, at, limit=BATCH_SIZE) if org_id not in done]
-        for org_id in due:
-            with factory.begin() as db:
-                report.merge(catch_up(db, env=env, org_id=org_id, at=at))
-            done.add(org_id)
-        if not due:
-            break
+    report = SweepReport() if report is None else report
+    tally = _Tally(progress)
+    for skip_held in (True, False):
+        while _sweep_pass(factory, env=env, at=at, skip_held=skip_held, report=report, tally=tally):
+            pass  # organizations were left due by a transaction's share of renewals: go round again
     with factory.begin() as db:
         repo.delete_idempotency_records_before(db, at - IDEMPOTENCY_KEY_TTL)
     return report
+
+
+def _sweep_pass(
+    factory: sessionmaker[Session], *, env: Env, at: datetime, skip_held: bool, report: SweepReport, tally: _Tally
+) -> bool:
+    """One pass over the due organizations in id order; True if some were left due for another pass."""
+    after, left_due = "", False
+    while True:
+        size = min(BATCH_SIZE, FIRST_BATCH_SIZE << min(tally.batches, 16))
+        with factory.begin() as db:
+            batch = _sweep_batch(db, env, at, after=after, size=size, skip_held=skip_held)
+        if batch is None:
+            return left_due
+        after, left_due = batch.last_id, left_due or batch.left_due
+        report.merge(batch.report)
+        tally.add(batch)
+
+
+@dataclass
+class _Batch:
+    last_id: str
+    claimed: int
+    report: SweepReport
+    left_due: bool  # some organizations still have renewals due (a long clock move)
+
+
+def _sweep_batch(db: Session, env: Env, at: datetime, *, after: str, size: int, skip_held: bool) -> _Batch | None:
+    claimed = repo.claim_due_organizations(db, at, after=after, limit=size, skip_held=skip_held)
+    if not claimed:
+        return None
+    report = SweepReport()
+    orgs = _renewing(db, claimed)
+    ready = [org for org in orgs if org.renewal_due(at)]
+    others = [org.org_id for org in orgs if not org.renewal_due(at)]
+    written = 0
+    while ready and written < RENEWALS_PER_TRANSACTION:
+        _renew_round(db, env, ready, report)
+        written += len(ready)
+        others += [org.org_id for org in ready if org.status != "active"]  # declined, or ended on free
+        ready = [org for org in ready if org.renewal_due(at)]
+    # Everything else goes the one-organization way, if it is still due: a declined charge's retry may
+    # be, and a claimed organization may have been swept by another process meanwhile.
+    due = repo.organizations_with_due_work(db, others, at)
+    for org_id in (org_id for org_id in others if org_id in due):
+        report.merge(catch_up(db, env=env, org_id=org_id, at=at))
+    return _Batch(claimed[-1].id, len(claimed), report, left_due=bool(ready))
+
+
+@dataclass(slots=True)
+class _Slots:
+    addon_code: str
+    active_slots: int
+    renewal_slots: int
+    unit_price: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class _Renewing:
+    """A claimed organization as the set-based renewal sees it, kept in step round by round."""
+
+    org_id: str
+    invoice_seq: int
+    card_token: str | None
+    sub_id: str = ""
+    status: str = ""  # of its current subscription; "" if it has none
+    plan_code: str = ""
+    scheduled_plan_code: str | None = None
+    plan_price: int = 0
+    currency: str = ""
+    anchor_at: datetime = LATEST_INSTANT
+    period_index: int = 0
+    period_start: datetime = LATEST_INSTANT
+    period_end: datetime = LATEST_INSTANT
+    slots: dict[str, _Slots] = field(default_factory=dict)
+    next_billed: bool | None = None  # an invoice holds the next period's key; None: not looked up
+
+    def renewal_due(self, at: datetime) -> bool:
+        """Its next event is a renewal due by ``at``: an active subscription has no retries scheduled
+        (``catch_up`` looks for them only once it is past due), so nothing comes before it."""
+        return self.status == "active" and self.period_end <= at
+
+
+def _renewing(db: Session, claimed: Sequence[Any]) -> list[_Renewing]:
+    orgs = {row.id: _Renewing(row.id, row.invoice_seq, row.card_token) for row in claimed}
+    for sub in repo.current_subscriptions_of(db, list(orgs)):
+        org = orgs[sub.org_id]
+        org.sub_id, org.status, org.plan_code, org.scheduled_plan_code, org.plan_price, org.currency = (
+            sub.id, sub.status, sub.plan_code, sub.scheduled_plan_code, sub.plan_price, sub.currency)
+        org.anchor_at, org.period_index, org.period_start, org.period_end, org.next_billed = (
+            sub.anchor_at, sub.period_index, sub.period_start, sub.period_end, sub.next_billed)
+    for row in repo.addon_slots_of(db, list(orgs)):
+        orgs[row.org_id].slots[row.addon_code] = _Slots(row.addon_code, row.active_slots, row.renewal_slots)
+    return list(orgs.values())
+
+
+@dataclass
+class _Writes:
+    """The rows one round writes, a statement per table (keys as the repository's writes name them)."""
+
+    invoices: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    charges: list[dict[str, Any]] = field(default_factory=list)
+    subscriptions: list[dict[str, Any]] = field(default_factory=list)
+    organizations: list[dict[str, Any]] = field(default_factory=list)
+    kept_addons: list[dict[str, Any]] = field(default_factory=list)
+    dropped_addons: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _renew_round(db: Session, env: Env, orgs: list[_Renewing], report: SweepReport) -> None:
+    """Renew each of ``orgs`` once, at the instant its period ended, by ``_renew``'s rules."""
+    writes, drafts = _Writes(), []
+    unknown: list[str] = []  # billing keys to look up
+    billed: list[str] = []
+    for org in orgs:
+        next_plan = env.catalog.plan(org.scheduled_plan_code or org.plan_code)
+        kept = _settle_slots(env, org, next_plan, writes)
+        if next_plan.is_free:
+            _end_on_free(org, writes, report)
+            continue
+        was_billed, org.next_billed = org.next_billed, None  # what is known of the period renewed now
+        invoice, sub_row = _draft_renewal(env, org, next_plan, kept, writes)
+        drafts.append((org, invoice, sub_row))
+        (unknown if was_billed is None else billed if was_billed else []).append(invoice["billing_key"])
+    # A period billed already is refused before any card is charged (the unique key is the backstop):
+    # looked up with the subscriptions for the first round, here for the next ones.
+    billed += [str(key) for key in repo.billed_keys(db, unknown)] if unknown else []
+    if billed:
+        raise RuntimeError(f"renewal periods billed already: {sorted(map(str, billed))}; run `slotwise doctor`")
+    for org, invoice, sub_row in drafts:
+        _collect_first(env, org, invoice, sub_row, writes, report)
+    repo.insert_invoices(db, writes.invoices)
+    repo.insert_invoice_lines(db, writes.lines)
+    repo.insert_charges(db, writes.charges)
+    repo.renew_subscriptions(db, writes.subscriptions)
+    repo.renew_organizations(db, writes.organizations)
+    repo.keep_addons(db, writes.kept_addons)
+    repo.drop_addons(db, writes.dropped_addons)
+
+
+def _settle_slots(env: Env, org: _Renewing, next_plan: Plan, writes: _Writes) -> list[_Slots]:
+    """``settle_addons_for_period`` on the plain rows."""
+    kept = []
+    for code in sorted(org.slots):
+        row = org.slots[code]
+        if row.renewal_slots == 0 or next_plan.is_free:
+            del org.slots[code]
+            writes.dropped_addons.append({"key_org_id": org.org_id, "key_addon_code": code})
+            continue
+        row.active_slots, row.unit_price = row.renewal_slots, env.catalog.addon(code).price_per_slot
+        writes.kept_addons.append({"key_org_id": org.org_id, "key_addon_code": code, "active_slots": row.active_slots,
+                                   "unit_price": row.unit_price, "updated_at": org.period_end})
+        kept.append(row)
+    return kept
+
+
+def _end_on_free(org: _Renewing, writes: _Writes, report: SweepReport) -> None:
+    """``_renew`` onto the free plan: the subscription ends with its period, and no invoice."""
+    org.scheduled_plan_code = None
+    writes.subscriptions.append(_subscription_row(org, status="canceled", canceled_at=org.period_end))
+    writes.organizations.append({"key_id": org.org_id, "invoice_seq": org.invoice_seq, "plan_code": "free"})
+    org.status, org.plan_code = "canceled", "free"
+    report.canceled.append(org.sub_id)
+
+
+def _subscription_row(org: _Renewing, *, status: str, canceled_at: datetime | None = None) -> dict[str, Any]:
+    return {"key_id": org.sub_id, "period_index": org.period_index, "period_start": org.period_start,
+            "period_end": org.period_end, "plan_code": org.plan_code, "plan_price": org.plan_price,
+            "scheduled_plan_code": org.scheduled_plan_code, "status": status, "canceled_at": canceled_at}
+
+
+def _draft_renewal(
+    env: Env, org: _Renewing, plan: Plan, kept: list[_Slots], writes: _Writes
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The renewal invoice (still open, not yet charged) and its subscription's row; the lines and the
+    organization's row go into ``writes``."""
+    due, period = org.period_end, period_at_index(org.anchor_at, org.period_index + 1)
+    lines = renewal_lines(env, plan, kept, period)
+    org.invoice_seq += 1
+    invoice = {"id": new_id("inv"), "org_id": org.org_id, "number": org.invoice_seq, "subscription_id": org.sub_id,
+               "kind": "renewal", "billing_key": repo.renewal_billing_key(org.sub_id, period.index),
+               "period_start": period.start,
+               "period_end": period.end, "currency": org.currency, "total": sum(line.amount for line in lines),
+               "status": "open", "created_at": due, "paid_at": None, "attempt_count": 1, "next_retry_at": None}
+    writes.lines.extend(
+        {"id": new_id("il"), "invoice_id": invoice["id"], "org_id": org.org_id, "position": position,
+         "kind": line.kind, "code": line.code, "description": line.description, "quantity": line.quantity,
+         "unit_price": line.unit_price, "amount": line.amount, "period_start": line.period.start,
+         "period_end": line.period.end, "days_left": line.days_left, "days_in_period": line.days_in_period}
+        for position, line in enumerate(lines, start=1))
+    org.period_index, org.period_start, org.period_end = period.index, period.start, period.end
+    org.plan_code, org.plan_price, org.scheduled_plan_code = plan.code, plan.price or 0, None
+    sub_row = _subscription_row(org, status="active")
+    writes.subscriptions.append(sub_row)
+    writes.organizations.append({"key_id": org.org_id, "invoice_seq": org.invoice_seq, "plan_code": plan.code})
+    return invoice, sub_row
+
+
+def _collect_first(env: Env, org: _Renewing, invoice: dict[str, Any], sub_row: dict[str, Any], writes: _Writes,
+                   report: SweepReport) -> None:
+    """``collect`` for the invoice's first attempt; a decline leaves it open and the subscription past
+    due, retried a day later (``_renew``)."""
+    due = invoice["created_at"]
+    result = _first_charge(env, org.card_token, invoice)
+    if result is not None:
+        writes.charges.append({"id": new_id("ch"), "org_id": org.org_id, "invoice_id": invoice["id"],
+                               "amount": invoice["total"], "currency": invoice["currency"],
+                               "status": "succeeded" if result.succeeded else "failed",
+                               "failure_code": result.failure_code, "gateway_reference": result.reference,
+                               "created_at": due})
+    report.renewed.append(invoice["id"])
+    if result is None or result.succeeded:
+        invoice["status"], invoice["paid_at"] = "paid", due
+    else:
+        invoice["next_retry_at"] = due + timedelta(days=RETRY_AFTER_DAYS[0])
+        org.status = sub_row["status"] = "past_due"
+        report.payments_failed.append(invoice["id"])
+    writes.invoices.append(invoice)
+
+
+def _first_charge(env: Env, card_token: str | None, invoice: dict[str, Any]) -> ChargeResult | None:
+    """What ``collect`` does on an invoice's first attempt: nothing to charge at zero (None), a decline
+    without a card, else one gateway call keyed by the invoice and attempt."""
+    if invoice["total"] <= 0:
+        return None
+    if card_token is None:
+        return ChargeResult(False, "no_card", "no_payment_method", "There is no card on file.")
+    return env.gateway.charge(token=card_token, amount=invoice["total"], currency=invoice["currency"],
+                              idempotency_key=f"{invoice['id']}:1")
+
+
+class _Tally:
+    def __init__(self, progress: Callable[[SweepProgress], None] | None) -> None:
+        self.progress, self.started = progress, time.monotonic()
+        self.renewed = self.retried = self.claimed = self.batches = 0
+
+    def add(self, batch: _Batch) -> None:
+        self.renewed += len(batch.report.renewed)
+        self.retried += len(batch.report.retried_paid) + len(batch.report.retried_failed)
+        self.claimed += batch.claimed
+        self.batches += 1
+        if self.progress is not None:
+            self.progress(SweepProgress(self.renewed, self.retried, self.claimed, time.monotonic() - self.started))
 
 
 def run_billing(factory: sessionmaker[Session], *, env: Env, clock: Clock) -> SweepReport:
