@@ -65,7 +65,12 @@ reliability: install postgres
 	SLOTWISE_FLOOD_ROUNDS=$(FLOOD_ROUNDS) \
 	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
 
-# SPEC §10 figures (docs/BENCHMARKS.md): slotwise's capacity check and add/remove path vs pgbench and raw sqlite3.
-.PHONY: bench
-bench: install postgres
+# SPEC §10 figures (docs/BENCHMARKS.md): slotwise's capacity check and add/remove path vs pgbench and raw sqlite3,
+# then the request path over HTTP vs a bare FastAPI app on the same server (bench/http.py, load from wrk).
+.PHONY: bench wrk
+bench: install postgres wrk
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.http
+
+wrk:
+	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }

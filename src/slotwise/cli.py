@@ -61,11 +61,11 @@ def migrate() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int)
 def serve(host: str, port: int, workers: int) -> None:
-    """Migrate, then serve the API and pages."""
-    import uvicorn
+    """Migrate, then serve the API and pages (uvicorn with httptools and uvloop; see slotwise.server)."""
+    from slotwise.server import serve as run_server
 
     upgrade(Settings.from_env().database_url)
-    uvicorn.run("slotwise.asgi:app", host=host, port=port, workers=workers, proxy_headers=True)
+    run_server("slotwise.asgi:app", host=host, port=port, workers=workers, proxy_headers=True)
 
 
 @main.group()
