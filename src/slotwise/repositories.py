@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,8 +13,8 @@ from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.schema import Table
-from sqlalchemy.sql import Executable, Select, TableValuedAlias, cast, column
-from sqlalchemy.types import String
+from sqlalchemy.sql import Executable, Select, TableValuedAlias, any_, cast, column
+from sqlalchemy.types import ARRAY, String
 
 from slotwise.models import (
     Agent,
@@ -378,41 +378,69 @@ def renewal_billing_key(subscription_id: str, period_index: int) -> str:
     return f"period:{subscription_id}:{period_index}"
 
 
-_ORG_IDS = bindparam("org_ids", expanding=True, type_=Organization.id.type)
+@dataclass(frozen=True)
+class _PerDialect:
+    """A statement as PostgreSQL runs it best, and as the other databases run it."""
+
+    postgresql: Executable
+    other: Executable
+
+    def of(self, db: Session) -> Executable:
+        return self.postgresql if db.get_bind().dialect.name == "postgresql" else self.other
+
+
+Among = Callable[[ColumnElement[str]], ColumnElement[bool]]
+
+
+def _among(build: Callable[[Among], Executable], name: str = "org_ids") -> _PerDialect:
+    """``build(among)`` where ``among(column)`` is ``column = ANY(:name)`` on PostgreSQL (one array
+    parameter: a long IN list costs the driver more to send than the server to run) and
+    ``column IN (:name, …)`` elsewhere."""
+    array, expanding = cast(bindparam(name), ARRAY(String)), bindparam(name, expanding=True, type_=String())
+    return _PerDialect(build(lambda column: column == any_(array)), build(lambda column: column.in_(expanding)))
+
+
 _SUBS = _SUBSCRIPTIONS.c
 _NEXT_BILLED = select(_INVOICES.c.id).where(  # renewal_billing_key(id, period_index + 1), in SQL
     _INVOICES.c.billing_key == literal("period:") + _SUBS.id + ":" + cast(_SUBS.period_index + 1, String)).exists()
-_CURRENT_SUBSCRIPTIONS_OF = select(
+_CURRENT_SUBSCRIPTIONS_OF = _among(lambda among: select(
     _SUBS.org_id, _SUBS.id, _SUBS.status, _SUBS.plan_code, _SUBS.scheduled_plan_code, _SUBS.plan_price,
     _SUBS.currency, _SUBS.anchor_at, _SUBS.period_index, _SUBS.period_start, _SUBS.period_end,
     _NEXT_BILLED.label("next_billed"),
-).where(_SUBS.org_id.in_(_ORG_IDS), _SUBS.status != "canceled")
+).where(among(_SUBS.org_id), _SUBS.status != "canceled"))
 
 
-def current_subscriptions_of(
-    db: Session, org_ids: Sequence[str]
-) -> Sequence[Row[str, str, str, str, str | None, int, str, datetime, int, datetime, datetime, bool]]:
-    """The current (not canceled) subscription of each of these organizations, as plain rows, and
-    whether an invoice holds its next period's billing key already (``next_billed``)."""
-    return db.execute(_CURRENT_SUBSCRIPTIONS_OF, {"org_ids": list(org_ids)}).all()
+def current_subscriptions_of(db: Session, org_ids: Sequence[str]) -> Sequence[Any]:
+    """The current (not canceled) subscription of each of these organizations as plain rows (org_id,
+    id, status, plan_code, scheduled_plan_code, plan_price, currency, anchor_at, period_index,
+    period_start, period_end), and whether an invoice holds its next period's billing key already
+    (``next_billed``)."""
+    return db.execute(_CURRENT_SUBSCRIPTIONS_OF.of(db), {"org_ids": list(org_ids)}).all()
 
 
-_ADDON_SLOTS_OF = select(
+_ADDON_SLOTS_OF = _among(lambda among: select(
     _ORG_ADDONS.c.org_id, _ORG_ADDONS.c.addon_code, _ORG_ADDONS.c.active_slots, _ORG_ADDONS.c.renewal_slots,
-).where(_ORG_ADDONS.c.org_id.in_(_ORG_IDS))
+).where(among(_ORG_ADDONS.c.org_id)))
 
 
-def addon_slots_of(db: Session, org_ids: Sequence[str]) -> Sequence[Row[str, str, int, int]]:
+def addon_slots_of(db: Session, org_ids: Sequence[str]) -> Sequence[Any]:
     """(org_id, addon_code, active_slots, renewal_slots) of every add-on of these organizations."""
-    return db.execute(_ADDON_SLOTS_OF, {"org_ids": list(org_ids)}).all()
+    return db.execute(_ADDON_SLOTS_OF.of(db), {"org_ids": list(org_ids)}).all()
 
 
-_BILLED_KEYS = select(_INVOICES.c.billing_key).where(_INVOICES.c.billing_key.in_(bindparam("keys", expanding=True)))
+_BILLED_KEYS = _among(lambda among: select(_INVOICES.c.billing_key).where(among(_INVOICES.c.billing_key)), "keys")
 
 
-def billed_keys(db: Session, keys: Sequence[str]) -> Sequence[str | None]:
+def billed_keys(db: Session, keys: Sequence[str]) -> list[str]:
     """Which of these billing keys an invoice already holds."""
-    return db.scalars(_BILLED_KEYS, {"keys": list(keys)}).all()
+    return [str(key) for key in db.scalars(_BILLED_KEYS.of(db), {"keys": list(keys)})]
+
+
+_DUE_AMONG = _among(lambda among: union(
+    select(_SUBS.org_id).where(among(_SUBS.org_id), _SUBS.period_end <= bindparam("at", type_=UTCDateTime()),
+                               _SUBS.status.in_(_RENEWING_STATUSES)),
+    select(_INVOICES.c.org_id).where(among(_INVOICES.c.org_id), _INVOICES.c.status == "open",
+                                     _INVOICES.c.next_retry_at <= bindparam("at", type_=UTCDateTime()))))
 
 
 def organizations_with_due_work(db: Session, org_ids: Sequence[str], at: datetime) -> set[str]:
@@ -420,12 +448,7 @@ def organizations_with_due_work(db: Session, org_ids: Sequence[str], at: datetim
     ``org_has_due_work`` for many)."""
     if not org_ids:
         return set()
-    subs, invoices = _SUBSCRIPTIONS.c, _INVOICES.c
-    renewals = select(subs.org_id).where(subs.org_id.in_(_ORG_IDS), subs.period_end <= bindparam("at"),
-                                         subs.status.in_(_RENEWING_STATUSES))
-    retries = select(invoices.org_id).where(invoices.org_id.in_(_ORG_IDS), invoices.status == "open",
-                                            invoices.next_retry_at <= bindparam("at"))
-    return set(db.scalars(union(renewals, retries), {"org_ids": list(org_ids), "at": at}))
+    return set(db.scalars(_DUE_AMONG.of(db), {"org_ids": list(org_ids), "at": at}))
 
 
 @dataclass(frozen=True)

@@ -349,7 +349,7 @@ def _renew_round(db: Session, env: Env, orgs: list[_Renewing], report: SweepRepo
         (unknown if was_billed is None else billed if was_billed else []).append(invoice["billing_key"])
     # A period billed already is refused before any card is charged (the unique key is the backstop):
     # looked up with the subscriptions for the first round, here for the next ones.
-    billed += [str(key) for key in repo.billed_keys(db, unknown)] if unknown else []
+    billed += repo.billed_keys(db, unknown) if unknown else []
     if billed:
         raise RuntimeError(f"renewal periods billed already: {sorted(map(str, billed))}; run `slotwise doctor`")
     for org, invoice, sub_row in drafts:
