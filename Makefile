@@ -71,6 +71,7 @@ reliability: install postgres
 bench: install postgres wrk
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.http
+	$(BIN)/python -m bench.sweep --orgs 100000 --workers 1,2
 
 wrk:
 	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }

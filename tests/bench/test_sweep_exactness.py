@@ -1,0 +1,95 @@
+"""The batched sweep bills exactly what the one-organization path bills, on the benchmark's data mix.
+
+The same seeded database (bench/sweep.py: plain renewals, add-ons, declined cards, scheduled
+downgrades, slot removals, cancellations) is copied twice; one copy is swept by ``renewals.sweep``
+(set-based batches, small ones here so that passes, batches and rounds all repeat), the other by
+``renewals.catch_up`` one organization at a time. The clock moves four months, with new catalog
+prices: renewals, retries at +1/+3/+5 days, dunning's end. Every stored row but the random ids must
+come out the same.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bench import sweep as bench
+from slotwise.catalog import parse_catalog
+from slotwise.db import make_engine, make_sessionmaker
+from slotwise.gateway import SandboxGateway
+from slotwise.models import Base
+from slotwise.services import renewals
+from slotwise.services.context import Env
+
+AT = bench.AT + timedelta(days=120)
+IGNORED = {"id", "invoice_id", "gateway_reference"}  # random, or derived from random ids
+
+
+def _new_prices() -> Env:
+    data = tomllib.loads(resources.files("slotwise").joinpath("catalog.toml").read_text(encoding="utf-8"))
+    data["plans"]["pro"]["price"] += 1000
+    data["addons"]["agent_slots"]["price_per_slot"] += 100
+    return Env(catalog=parse_catalog(data), gateway=SandboxGateway())
+
+
+def _stored(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the billing tables, without the random ids, in an order that does not depend on them."""
+    tables = Base.metadata.tables
+    with engine.connect() as conn:
+        invoice_numbers = {row.id: (row.org_id, row.number) for row in conn.execute(select(tables["invoices"]))}
+        stored = {}
+        for name in ("organizations", "subscriptions", "org_addons", "invoices", "invoice_lines", "charges"):
+            rows = []
+            for row in conn.execute(select(tables[name])):
+                values = row._asdict()
+                if "invoice_id" in values:  # lines and charges: by their invoice's place instead
+                    values["invoice"] = invoice_numbers.get(values["invoice_id"])
+                if name == "organizations":
+                    values["org"] = values["id"]
+                rows.append(tuple(sorted((k, repr(v)) for k, v in values.items() if k not in IGNORED)))
+            stored[name] = sorted(rows)
+    return stored
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def copies(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "postgresql":
+        request.getfixturevalue("postgres_engine")
+    dbs = bench.Databases(request.param, tmp_path)
+    try:
+        bench.seed(dbs.create("sweepbench_exact_seed"), 120)
+        yield [make_engine(dbs.copy("sweepbench_exact_seed", f"sweepbench_exact_{k}")) for k in ("batched", "one")]
+    finally:
+        dbs.drop_all()
+
+
+def test_batched_sweep_bills_what_catch_up_bills(copies: list[Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+    batched, one_by_one = copies
+    env = _new_prices()
+    monkeypatch.setattr(renewals, "BATCH_SIZE", 16)
+    monkeypatch.setattr(renewals, "RENEWALS_PER_TRANSACTION", 40)
+    report = renewals.sweep(make_sessionmaker(batched), env=env, at=AT)
+
+    sessions: sessionmaker[Session] = make_sessionmaker(one_by_one)
+    with sessions() as db:
+        org_ids = db.scalars(select(Base.metadata.tables["organizations"].c.id)).all()
+    expected = renewals.SweepReport()
+    for org_id in sorted(org_ids):
+        with sessions.begin() as db:
+            expected.merge(renewals.catch_up(db, env=env, org_id=org_id, at=AT))
+
+    assert len(report.renewed) > 3 * 100 and report.unpaid and report.canceled and report.retried_failed
+    for name in renewals.SweepReport.__dataclass_fields__:
+        assert len(getattr(report, name)) == len(getattr(expected, name)), name
+    want, got = _stored(one_by_one), _stored(batched)
+    for table in want:
+        assert got[table] == want[table], table
+    for engine in copies:
+        engine.dispose()
