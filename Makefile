@@ -41,7 +41,7 @@ chromium:
 screenshots: install chromium
 	$(BIN)/python -m tests.web.screenshots
 
-pytest: install postgres chromium
+pytest: install postgres chromium wrk
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest

@@ -41,8 +41,7 @@ def _postgres_base() -> str:
 
 
 def test_a_short_run_reports_every_route_with_only_2xx_answers(capsys: pytest.CaptureFixture[str]) -> None:
-    if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (`make bench` installs it)")
+    assert shutil.which("wrk") is not None, "wrk is not installed: `make wrk` installs it (make test does)"
     bench_http.main(["--seconds", "1", "--workers", "1", "--connections", "2", "--postgres", _postgres_base()])
     report = capsys.readouterr().out
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in report.splitlines()
