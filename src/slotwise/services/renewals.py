@@ -346,7 +346,10 @@ def _renew_round(db: Session, env: Env, orgs: list[_Renewing], report: SweepRepo
         was_billed, org.next_billed = org.next_billed, None  # what is known of the period renewed now
         invoice, sub_row = _draft_renewal(env, org, next_plan, kept, writes)
         drafts.append((org, invoice, sub_row))
-        (unknown if was_billed is None else billed if was_billed else []).append(invoice["billing_key"])
+        if was_billed is None:
+            unknown.append(invoice["billing_key"])
+        elif was_billed:
+            billed.append(invoice["billing_key"])
     # A period billed already is refused before any card is charged (the unique key is the backstop):
     # looked up with the subscriptions for the first round, here for the next ones.
     billed += repo.billed_keys(db, unknown) if unknown else []
@@ -404,9 +407,9 @@ def _draft_renewal(
     org.invoice_seq += 1
     invoice = {"id": new_id("inv"), "org_id": org.org_id, "number": org.invoice_seq, "subscription_id": org.sub_id,
                "kind": "renewal", "billing_key": repo.renewal_billing_key(org.sub_id, period.index),
-               "period_start": period.start,
-               "period_end": period.end, "currency": org.currency, "total": sum(line.amount for line in lines),
-               "status": "open", "created_at": due, "paid_at": None, "attempt_count": 1, "next_retry_at": None}
+               "period_start": period.start, "period_end": period.end, "currency": org.currency,
+               "total": sum(line.amount for line in lines), "status": "open", "created_at": due, "paid_at": None,
+               "attempt_count": 1, "next_retry_at": None}
     writes.lines.extend(
         {"id": new_id("il"), "invoice_id": invoice["id"], "org_id": org.org_id, "position": position,
          "kind": line.kind, "code": line.code, "description": line.description, "quantity": line.quantity,
