@@ -211,15 +211,6 @@ def open_invoice_ids_of_org(db: Session, org_id: str) -> Sequence[str]:
     return db.scalars(query).all()
 
 
-def orgs_with_due_work(db: Session, at: datetime, *, limit: int) -> Sequence[str]:
-    """Organizations with a renewal or a scheduled payment retry due by ``at``."""
-    renewals = select(Subscription.org_id).where(Subscription.status.in_(("active", "past_due")),
-                                                 Subscription.period_end <= at)
-    retries = select(Invoice.org_id).where(Invoice.status == "open", Invoice.next_retry_at <= at)
-    query = union(renewals, retries).limit(limit)
-    return [row[0] for row in db.execute(query)]
-
-
 def org_has_due_work(db: Session, org_id: str, at: datetime) -> bool:
     """Whether a renewal or scheduled retry of this organization came due by ``at`` (one round trip)."""
     renewal = select(Subscription.id).where(Subscription.org_id == org_id, Subscription.period_end <= at,

@@ -230,3 +230,17 @@ class TestRefusalsSayWhatWasRefused:
         error = error_of(invite(org), 409, "limit_reached")
         assert "Team Member Slots first" not in error["message"]
         assert "cancel the scheduled change" in error["message"]
+
+
+class TestRateLimitLogPruning:
+    def test_the_sweep_forgets_quantity_changes_older_than_the_window(self, api: Api, engine: Engine) -> None:
+        """The request path only counts the last hour; the billing run prunes what is older."""
+        org = api.create_org("pro")
+        for _ in range(3):
+            ok(org.add_slots("agent_slots", 1))
+        with Session(engine) as db:
+            assert db.scalar(text("select count(*) from quantity_changes")) == 3
+        api.advance(1)  # the clock's sweep runs a day later
+        with Session(engine) as db:
+            assert db.scalar(text("select count(*) from quantity_changes")) == 0
+        ok(org.add_slots("agent_slots", 1))  # and counting starts afresh

@@ -38,6 +38,7 @@ from slotwise.models import Invoice, OrgAddon, Organization, Subscription, new_i
 from slotwise.periods import Period, period_at_index
 from slotwise.services.context import Env
 from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
+from slotwise.services.limits import prune_rate_limit_logs
 
 RETRY_AFTER_DAYS = (1, 3, 5)  # after a failed renewal charge
 BATCH_SIZE = 500  # organizations claimed per transaction, once a sweep is under way
@@ -223,6 +224,7 @@ def sweep(
             pass  # organizations were left due by a transaction's share of renewals: go round again
     with factory.begin() as db:
         repo.delete_idempotency_records_before(db, at - IDEMPOTENCY_KEY_TTL)
+        prune_rate_limit_logs(db, at=at)  # the request path only counts the last window, never prunes
     return report
 
 
