@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, bindparam, delete, func, insert, literal, select, tuple_, union, update
 from sqlalchemy.dialects.postgresql import JSON
@@ -32,6 +32,8 @@ from slotwise.models import (
     UTCDateTime,
     email_key,
 )
+
+T = TypeVar("T")
 
 
 def organization(db: Session, org_id: str) -> Organization | None:
@@ -294,31 +296,27 @@ def invoices_page(db: Session, org_id: str, *, limit: int, after: Invoice | None
     return db.scalars(query.order_by(Invoice.number.desc()).limit(limit + 1)).all()
 
 
-def agents_page(db: Session, org_id: str, *, limit: int, after: Agent | None) -> Sequence[Agent]:
-    """Up to ``limit + 1`` agents of the organization, after ``after``, in ``agents_of_org``'s order."""
-    order = (Agent.created_at, Agent.name, Agent.id)
-    query = select(Agent).where(Agent.org_id == org_id)
+def _keyset_page(db: Session, model: type[T], org_id: str, order: Sequence[InstrumentedAttribute[Any]], *,
+                 limit: int, after: T | None) -> Sequence[T]:
+    query = select(model).where(getattr(model, "org_id") == org_id)  # noqa: B009 - every tenant model has it
     if after is not None:
         query = query.where(_sorts_after(order, after))
     return db.scalars(query.order_by(*order).limit(limit + 1)).all()
+
+
+def agents_page(db: Session, org_id: str, *, limit: int, after: Agent | None) -> Sequence[Agent]:
+    """Up to ``limit + 1`` agents of the organization, after ``after``, in ``agents_of_org``'s order."""
+    return _keyset_page(db, Agent, org_id, (Agent.created_at, Agent.name, Agent.id), limit=limit, after=after)
 
 
 def users_page(db: Session, org_id: str, *, limit: int, after: User | None) -> Sequence[User]:
     """Up to ``limit + 1`` members of the organization, after ``after``, oldest first."""
-    order = (User.created_at, User.id)
-    query = select(User).where(User.org_id == org_id)
-    if after is not None:
-        query = query.where(_sorts_after(order, after))
-    return db.scalars(query.order_by(*order).limit(limit + 1)).all()
+    return _keyset_page(db, User, org_id, (User.created_at, User.id), limit=limit, after=after)
 
 
 def invitations_page(db: Session, org_id: str, *, limit: int, after: Invitation | None) -> Sequence[Invitation]:
     """Up to ``limit + 1`` pending invitations of the organization, after ``after``, oldest first."""
-    order = (Invitation.created_at, Invitation.id)
-    query = select(Invitation).where(Invitation.org_id == org_id)
-    if after is not None:
-        query = query.where(_sorts_after(order, after))
-    return db.scalars(query.order_by(*order).limit(limit + 1)).all()
+    return _keyset_page(db, Invitation, org_id, (Invitation.created_at, Invitation.id), limit=limit, after=after)
 
 
 # --- the billing sweep: hundreds of organizations per transaction (services/renewals.py) -----------
