@@ -18,7 +18,6 @@ from sqlalchemy.types import ARRAY, String
 
 from slotwise.models import (
     Agent,
-    ApiToken,
     Base,
     IdempotencyRecord,
     Invitation,
@@ -107,12 +106,6 @@ def delete_login_failures_before_all(db: Session, before: datetime) -> None:
     db.execute(delete(LoginFailure).where(LoginFailure.at <= before).execution_options(synchronize_session=False))
 
 
-def user_for_token_hash(db: Session, token_hash: str) -> User | None:
-    return db.scalar(
-        select(User).join(ApiToken, ApiToken.user_id == User.id).where(ApiToken.token_hash == token_hash)
-    )
-
-
 def user_by_email(db: Session, email: str) -> User | None:
     """The user with this email, compared case-folded (``models.email_key``)."""
     return db.scalar(select(User).where(User.email_key == email_key(email)))
@@ -128,19 +121,6 @@ def users_of_org(db: Session, org_id: str) -> Sequence[User]:
 
 def owner_of_org(db: Session, org_id: str) -> User | None:
     return db.scalar(select(User).where(User.org_id == org_id, User.role == "owner"))
-
-
-def member_count(db: Session, org_id: str) -> int:
-    return db.scalar(select(func.count()).select_from(User).where(User.org_id == org_id)) or 0
-
-
-def pending_invitation_count(db: Session, org_id: str) -> int:
-    return db.scalar(select(func.count()).select_from(Invitation).where(Invitation.org_id == org_id)) or 0
-
-
-def active_agent_count(db: Session, org_id: str) -> int:
-    query = select(func.count()).select_from(Agent).where(Agent.org_id == org_id, Agent.archived_at.is_(None))
-    return db.scalar(query) or 0
 
 
 def invitations_of_org(db: Session, org_id: str) -> Sequence[Invitation]:

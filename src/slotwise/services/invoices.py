@@ -85,6 +85,15 @@ def issue_invoice(
     return invoice
 
 
+def attempt_charge(gateway: CardGateway, card_token: str | None, *, amount: int, currency: str,
+                   idempotency_key: str) -> ChargeResult:
+    """One attempt at the card on file: a decline without a card, else one gateway call. Callers
+    settle a total of zero or less without calling (nothing to charge)."""
+    if card_token is None:
+        return ChargeResult(False, "no_card", "no_payment_method", "There is no card on file.")
+    return gateway.charge(token=card_token, amount=amount, currency=currency, idempotency_key=idempotency_key)
+
+
 def collect(db: Session, gateway: CardGateway, org: Organization, invoice: Invoice, at: datetime) -> ChargeResult:
     """Try to collect an open invoice; marks it paid only when the card was charged.
 
@@ -95,15 +104,8 @@ def collect(db: Session, gateway: CardGateway, org: Organization, invoice: Invoi
     if invoice.total <= 0:
         invoice.status, invoice.paid_at = "paid", at
         return ChargeResult(True, "no_charge")
-    if org.card_token is None:
-        result = ChargeResult(False, "no_card", "no_payment_method", "There is no card on file.")
-    else:
-        result = gateway.charge(
-            token=org.card_token,
-            amount=invoice.total,
-            currency=invoice.currency,
-            idempotency_key=f"{invoice.id}:{invoice.attempt_count}",
-        )
+    result = attempt_charge(gateway, org.card_token, amount=invoice.total, currency=invoice.currency,
+                            idempotency_key=f"{invoice.id}:{invoice.attempt_count}")
     db.add(
         Charge(
             id=new_id("ch"),
@@ -168,10 +170,8 @@ def charge_and_record(
     invoice_id, total = new_id("inv"), sum(line.amount for line in lines)
     if total <= 0:
         result = ChargeResult(True, "no_charge")
-    elif card_token is None:
-        return ChargeResult(False, "no_card", "no_payment_method", "There is no card on file.")
     else:
-        result = gateway.charge(token=card_token, amount=total, currency=currency,
+        result = attempt_charge(gateway, card_token, amount=total, currency=currency,
                                 idempotency_key=f"{invoice_id}:1")
     if not result.succeeded:
         return result

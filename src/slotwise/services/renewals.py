@@ -37,7 +37,7 @@ from slotwise.gateway import ChargeResult
 from slotwise.models import Invoice, OrgAddon, Organization, Subscription, new_id
 from slotwise.periods import Period, period_at_index
 from slotwise.services.context import Env
-from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
+from slotwise.services.invoices import LineDraft, attempt_charge, collect, issue_invoice, line_description
 from slotwise.services.limits import prune_rate_limit_logs
 
 RETRY_AFTER_DAYS = (1, 3, 5)  # after a failed renewal charge
@@ -453,10 +453,8 @@ def _first_charge(env: Env, card_token: str | None, invoice: dict[str, Any]) -> 
     without a card, else one gateway call keyed by the invoice and attempt."""
     if invoice["total"] <= 0:
         return None
-    if card_token is None:
-        return ChargeResult(False, "no_card", "no_payment_method", "There is no card on file.")
-    return env.gateway.charge(token=card_token, amount=invoice["total"], currency=invoice["currency"],
-                              idempotency_key=f"{invoice['id']}:1")
+    return attempt_charge(env.gateway, card_token, amount=invoice["total"], currency=invoice["currency"],
+                          idempotency_key=f"{invoice['id']}:1")
 
 
 class _Tally:
