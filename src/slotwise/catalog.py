@@ -65,10 +65,40 @@ class Addon:
         return f"{self.name} need a plan with teams. {plan.name} has no team option."
 
 
+Activity = Literal["message", "document", "voice", "tool"]
+ACTIVITIES: tuple[Activity, ...] = ("message", "document", "voice", "tool")
+Model = Literal["standard", "premium"]
+DEFAULT_COSTS = {"message": 1, "message_premium": 5, "document": 10, "voice": 2, "tool": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class CreditPack:
+    credits: int
+    price: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreditTerms:
+    """What one unit of each activity costs in credits, and the pack Top Up Now and auto-recharge sell."""
+
+    costs: dict[str, int]  # keys: the activities, and ``message_premium``
+    pack: CreditPack
+
+    def unit_cost(self, activity: Activity, model: Model = "standard") -> int:
+        if activity == "message" and model == "premium":
+            return self.costs["message_premium"]
+        return self.costs[activity]
+
+
+DEFAULT_CREDITS = CreditTerms(costs=dict(DEFAULT_COSTS), pack=CreditPack(credits=1000, price=2000, currency="usd"))
+
+
 @dataclass(frozen=True, slots=True)
 class Catalog:
     plans: dict[str, Plan]
     addons: dict[str, Addon]
+    credits: CreditTerms = DEFAULT_CREDITS
 
     def plan(self, code: str) -> Plan:
         return self.plans[code]
@@ -133,7 +163,22 @@ def parse_catalog(data: dict[str, Any]) -> Catalog:
     for resource in RESOURCES:
         if sum(1 for a in addons.values() if a.resource == resource) != 1:
             raise CatalogError(f"the catalog needs exactly one add-on for {resource}")
-    return Catalog(plans=plans, addons=addons)
+    return Catalog(plans=plans, addons=addons, credits=_credit_terms(data.get("credits", {})))
+
+
+def _credit_terms(data: dict[str, Any]) -> CreditTerms:
+    costs = {key: _int(data.get("costs", {}), key, "credits.costs", default) or 0
+             for key, default in DEFAULT_COSTS.items()}
+    unknown = set(data.get("costs", {})) - set(DEFAULT_COSTS)
+    if unknown:
+        raise CatalogError(f"credits.costs has unknown activities: {', '.join(sorted(unknown))}")
+    pack = data.get("pack", {})
+    credits = _int(pack, "credits", "credits.pack", 1000) or 0
+    price = _int(pack, "price", "credits.pack", 2000)
+    if credits < 1 or price is None:
+        raise CatalogError("credits.pack needs credits >= 1 and a price")
+    return CreditTerms(costs=costs, pack=CreditPack(credits=credits, price=price,
+                                                    currency=str(pack.get("currency", "usd")).lower()))
 
 
 @cache

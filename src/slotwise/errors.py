@@ -122,3 +122,14 @@ class RateLimited(SlotwiseError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.details.get("retry_after", 60))}
+
+
+class InsufficientCredits(SlotwiseError):
+    """SPEC §11: nothing is spent; ``cost`` and ``balance`` say by how much the spend fell short."""
+
+    code, status, default_message = "insufficient_credits", 402, "Not enough credits to respond."
+    VOICE_MESSAGE = "Insufficient credits to transcribe this recording."
+
+
+class PaymentMethodRequired(SlotwiseError):
+    code, status, default_message = "payment_method_required", 409, "A payment method is required."

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -291,3 +293,99 @@ class LoginFailure(Base):
     key: Mapped[str] = mapped_column(String(400))  # "email:<address>" or "ip:<client address>"
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)
+
+
+class CreditAccount(Base):
+    """An organization's two credit pools (SPEC §11), spent plan first, then top-up, and its
+    auto-recharge settings. A balance only changes together with a ``credit_ledger`` entry, and each
+    equals the sum of its entries (``slotwise doctor`` checks both that and that none is negative).
+
+    ``refills_at``: when the plan pool is next refilled (unused plan credits expire then): a free
+    organization's next monthly anchor, a subscription's ``period_end``; NULL while nothing is due
+    (a ``past_due``/``unpaid`` period is refilled when it is paid). A refill that came due is work due
+    for the organization, like a renewal.
+    """
+
+    __tablename__ = "credit_accounts"
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    plan_balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    topup_balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    plan_allowance: Mapped[int] = mapped_column(BigInteger, default=0)  # what the current period granted
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the credit period the pool belongs to
+    refills_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    used_in_period: Mapped[int] = mapped_column(BigInteger, default=0)  # credits spent since period_start
+    # The plan part of the latest debit: PostgreSQL's RETURNING shows only new values, and the spend's
+    # one statement needs the old balance's share.
+    last_from_plan: Mapped[int] = mapped_column(BigInteger, default=0)
+    recharge_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    recharge_threshold: Mapped[int] = mapped_column(BigInteger, default=100)
+    recharge_max_per_period: Mapped[int] = mapped_column(Integer, default=1)
+    recharges_in_period: Mapped[int] = mapped_column(Integer, default=0)
+    # The job id of the recharge in flight (one at a time per organization), NULL when none is.
+    recharge_job_id: Mapped[str | None] = mapped_column(String(32))
+    recharge_failures: Mapped[int] = mapped_column(Integer, default=0)  # in a row
+    recharge_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_recharged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recharge_disabled_reason: Mapped[str | None] = mapped_column(String(300))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (
+        CheckConstraint("plan_balance >= 0 AND topup_balance >= 0", name="balances"),
+    )
+
+
+class CreditEntry(Base):
+    """One immutable movement of credits: ``plan_delta`` and ``topup_delta`` are what it did to each
+    pool. Kinds: refill, expiry (unused plan credits at a period's end), spend, topup, recharge,
+    adjustment. A spend carries the platform's ``reference``, unique per organization for ever."""
+
+    __tablename__ = "credit_ledger"
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    plan_delta: Mapped[int] = mapped_column(BigInteger, default=0)
+    topup_delta: Mapped[int] = mapped_column(BigInteger, default=0)
+    reference: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))  # a spend's body, to tell a repeat from a conflict
+    activity: Mapped[str | None] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(16))
+    units: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[int | None] = mapped_column(BigInteger)
+    agent_id: Mapped[str | None] = mapped_column(String(32))  # no foreign key: a deleted agent's spends stay
+    playground: Mapped[bool] = mapped_column(Boolean, default=False)
+    invoice_id: Mapped[str | None] = mapped_column(ForeignKey("invoices.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (
+        UniqueConstraint("org_id", "reference", name="uq_credit_ledger_org_id_reference"),
+        Index("ix_credit_ledger_org_created", "org_id", "created_at"),
+        CheckConstraint(
+            "kind in ('refill', 'expiry', 'spend', 'topup', 'recharge', 'adjustment')", name="kind"),
+    )
+
+
+class CreditUsage(Base):
+    """Spends rolled up per organization, day (UTC, billing time) and agent (``''``: none named), kept
+    in the spend's transaction so a usage chart reads a row per day, whatever the number of spends."""
+
+    __tablename__ = "credit_usage"
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    agent_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    credits: Mapped[int] = mapped_column(BigInteger, default=0)
+    messages: Mapped[int] = mapped_column(BigInteger, default=0)  # units of ``message`` spends
+
+
+class Job(Base):
+    """Work done off the request path by a worker (``slotwise worker``, or in-process in ``serve``):
+    written in the transaction that needs it, claimed by one worker at a time (a lease in
+    ``locked_until``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), deleted when done."""
+
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    org_id: Mapped[str | None] = mapped_column(ForeignKey("organizations.id"))
+    payload: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    run_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # wall-clock time
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -18,7 +18,7 @@ from slotwise.capacity import (
 from slotwise.catalog import RESOURCES
 from slotwise.errors import EmailTaken, InvalidRequest, NotFound, TeamsUnavailable
 from slotwise.hotpath import OrganizationRow, SubscriptionRow, snapshot_rows
-from slotwise.models import ApiToken, Organization, User, email_key, new_id
+from slotwise.models import ApiToken, CreditAccount, Organization, User, email_key, new_id
 from slotwise.security import hash_password, new_secret
 from slotwise.services.context import Env, Role
 from slotwise.services.snapshot import load_snapshot, locked_org, snapshot_of
@@ -94,6 +94,10 @@ def create_organization(
     )
     db.add(org)
     db.flush()
+    # The credit account starts empty and due at once: the refill grants the allowance (SPEC §11).
+    db.add(CreditAccount(org_id=org.id, plan_balance=0, topup_balance=0, plan_allowance=0, refills_at=at,
+                         used_in_period=0, last_from_plan=0, recharge_enabled=False, recharge_threshold=100,
+                         recharge_max_per_period=1, recharges_in_period=0, recharge_failures=0, updated_at=at))
     owner = _new_user(
         db, org_id=org.id, email=owner_email, name=owner_name, role="owner", password=owner_password, at=at
     )
