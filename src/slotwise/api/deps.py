@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -175,13 +176,44 @@ OrgActor = Annotated[Actor, Depends(org_actor)]
 UserActor = Annotated[Actor, Depends(current_user_actor)]
 
 
-def operator(request: Request, state: StateDep) -> None:
-    import hmac
-
+def _is_operator_key(token: str, state: AppState) -> bool:
     key = state.settings.operator_key
-    if not key or not hmac.compare_digest(bearer_token(request).encode(), key.encode()):
+    return key is not None and key != "" and hmac.compare_digest(token.encode(), key.encode())
+
+
+def operator(request: Request, state: StateDep) -> None:
+    if not _is_operator_key(bearer_token(request), state):
         raise Unauthenticated("The operator key is required.")
     refuse_impossible_ids(request)
+
+
+
+@dataclass(frozen=True, slots=True)
+class OrgReader:
+    """Who may call the platform-facing credit routes (SPEC §11: spend and usage): the platform's
+    backend with the operator key (``actor`` None), or any member of ``{org}``."""
+
+    org_id: str
+    actor: Actor | None
+
+
+async def member_or_operator(org: str, request: Request, caller: CallerDep, state: StateDep,
+                             db: SessionDep, now: NowDep) -> OrgReader:
+    token = bearer_token(request)
+    refuse_impossible_ids(request)
+    if caller is None and _is_operator_key(token, state):
+        await run_in_threadpool(partial(run_what_came_due, state, db, org_id=org, at=now))
+        return OrgReader(org, None)
+    if caller is None:
+        raise Unauthenticated("That API token is not valid.")
+    if caller.org_id != org:
+        raise NotFound("No such organization.")
+    if caller.due:
+        await run_in_threadpool(partial(run_what_came_due, state, db, org_id=org, at=now, known_due=True))
+    return OrgReader(org, Actor(user_id=caller.user_id, org_id=caller.org_id, role=caller.role))  # type: ignore[arg-type]
+
+
+MemberOrOperator = Annotated[OrgReader, Depends(member_or_operator)]
 
 
 OperatorDep = Depends(operator)
