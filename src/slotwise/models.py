@@ -353,6 +353,9 @@ class CreditEntry(Base):
     agent_id: Mapped[str | None] = mapped_column(String(32))  # no foreign key: a deleted agent's spends stay
     playground: Mapped[bool] = mapped_column(Boolean, default=False)
     invoice_id: Mapped[str | None] = mapped_column(ForeignKey("invoices.id"))
+    # A spend's balances after it (what it answered, replayed to a repeat of its reference).
+    plan_after: Mapped[int | None] = mapped_column(BigInteger)
+    topup_after: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     __table_args__ = (
         UniqueConstraint("org_id", "reference", name="uq_credit_ledger_org_id_reference"),

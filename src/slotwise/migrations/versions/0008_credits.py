@@ -86,6 +86,8 @@ def upgrade() -> None:
     sa.Column('agent_id', sa.String(length=32), nullable=True),
     sa.Column('playground', sa.Boolean(), nullable=False),
     sa.Column('invoice_id', sa.String(length=32), nullable=True),
+    sa.Column('plan_after', sa.BigInteger(), nullable=True),
+    sa.Column('topup_after', sa.BigInteger(), nullable=True),
     sa.Column('created_at', slotwise.models.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("kind in ('refill', 'expiry', 'spend', 'topup', 'recharge', 'adjustment')", name=op.f('ck_credit_ledger_kind')),
     sa.ForeignKeyConstraint(['invoice_id'], ['invoices.id'], name=op.f('fk_credit_ledger_invoice_id_invoices')),
