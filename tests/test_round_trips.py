@@ -86,3 +86,28 @@ def test_over_http_a_read_is_two_statements_and_a_creation_four(api: Any, engine
     with counted(engine) as sent:
         assert org.post("/agents", {"name": "Counted"}).status_code == 201
     assert len(sent) == 4, sent
+
+
+def test_over_http_a_credit_spend_is_two_statements_and_one_on_postgresql_a_transaction_of_its_own(
+        api: Any, engine: Engine) -> None:
+    """The caller, then the spend: on PostgreSQL one statement (debit, ledger, usage, recharge job),
+    sent in autocommit, so no BEGIN or COMMIT either; on SQLite a few local statements."""
+    org = api.create_org("business")
+    org.summary()
+    isolation: list[str | None] = []
+
+    def every(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        isolation.append(conn.get_execution_options().get("isolation_level"))
+
+    event.listen(engine, "before_cursor_execute", every)
+    try:
+        with counted(engine) as sent:
+            response = org.post("/credits/spend", {"activity": "tool", "reference": "counted", "playground": True})
+            assert response.status_code == 200, response.text
+    finally:
+        event.remove(engine, "before_cursor_execute", every)
+    if engine.dialect.name == "postgresql":
+        assert len(sent) == 2, sent
+        assert isolation == ["AUTOCOMMIT", "AUTOCOMMIT"], "the driver sends no BEGIN or COMMIT"
+    else:
+        assert len(sent) <= 6, sent  # caller, prior reference, account, debit, ledger, usage

@@ -21,6 +21,11 @@ class Clock(Protocol):
     def now(self, db: Session) -> datetime: ...
 
 
+def wall_now() -> datetime:
+    """The real time, whatever the billing clock says: when queued work (a job) becomes runnable."""
+    return datetime.now(UTC)
+
+
 class SystemClock:
     simulated = False
 

@@ -42,6 +42,10 @@ class AppState:
         return bind.execution_options(isolation_level="AUTOCOMMIT")
 
 
+# Routes whose work is one statement, atomic on its own (the credit spend): on PostgreSQL they run in
+# autocommit like API reads, without the BEGIN and COMMIT round trips.
+AUTOCOMMIT_ROUTES: set[str] = set()
+
 # Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency on a worker
 # thread, and each such hand-off costs more than the work itself.
 
@@ -59,10 +63,13 @@ async def get_db(request: Request, state: StateDep) -> AsyncIterator[Session]:
     Making the session does no I/O (a connection is checked out at its first statement), so only the
     end runs on a worker thread. An API read (GET) on PostgreSQL runs in autocommit: it changes
     nothing that must commit together (a due renewal runs in its own transaction), so BEGIN and
-    COMMIT would be two round trips for nothing.
+    COMMIT would be two round trips for nothing. So does a route in ``AUTOCOMMIT_ROUTES``.
     """
-    reads = request.method == "GET" and request.url.path.startswith("/v1/") and state.autocommit is not None
-    db = state.sessions(bind=state.autocommit) if reads else state.sessions()
+    route = request.scope.get("route")
+    autocommit = state.autocommit is not None and (
+        (request.method == "GET" and request.url.path.startswith("/v1/"))
+        or getattr(route, "path", None) in AUTOCOMMIT_ROUTES)
+    db = state.sessions(bind=state.autocommit) if autocommit else state.sessions()
     try:
         yield db
     except BaseException:

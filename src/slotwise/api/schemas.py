@@ -401,3 +401,35 @@ class SweepOut(BaseModel):
     retried_paid: list[str]
     retried_failed: list[str]
     unpaid: list[str]
+
+
+# Credits: the spend (SPEC §11)
+
+Reference = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class SpendIn(Body):
+    activity: Literal["message", "document", "voice", "tool"]
+    reference: Reference = Field(description="The platform's id of the answer, document, recording or tool run: "
+                                             "unique per organization for ever.")
+    model: Literal["standard", "premium"] = Field("standard", description="Messages only: premium costs more.")
+    units: int = Field(1, strict=True, ge=1, le=1000)
+    agent_id: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+    playground: bool = Field(False, strict=True, description="Costs nothing; still recorded as usage.")
+
+
+class CreditBalance(BaseModel):
+    plan: int
+    topup: int
+    total: int
+
+
+class SpendOut(BaseModel):
+    id: str
+    reference: str
+    cost: int
+    from_plan: int
+    from_topup: int
+    balance: CreditBalance
+    replayed: bool = Field(description="True: this reference was spent before; the first answer, nothing debited.")
+

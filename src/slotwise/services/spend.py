@@ -1,0 +1,275 @@
+"""The credit spend (SPEC §11): one atomic check-and-debit, called for every answer a chatbot gives.
+
+Plan credits are taken first, then top-up credits; a spend that does not fit takes nothing and is
+refused with ``insufficient_credits``. The balance never goes below zero whatever the concurrency:
+the debit is an ``UPDATE … WHERE plan_balance + topup_balance >= cost``, which PostgreSQL re-checks
+on the newest row version after waiting for the row lock (and SQLite runs inside BEGIN IMMEDIATE).
+
+Each spend carries the platform's ``reference``, unique per organization for ever (a unique index on
+the ledger): the same reference with the same body answers the first result and debits nothing;
+with another body it is ``idempotency_conflict``; a refused spend claims nothing.
+
+On PostgreSQL the whole spend — debit, ledger entry, daily usage roll-up and, when the balance fell
+below the auto-recharge threshold, the recharge job — is **one statement**: on an autocommit
+connection it is one round trip and commits on its own. On SQLite the same steps run as a few
+statements inside the caller's transaction (local calls, no network).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Date, TextClause, bindparam, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.types import TypeEngine
+
+from slotwise.catalog import Activity, CreditTerms, Model
+from slotwise.credits import spend_cost, split
+from slotwise.errors import Conflict, IdempotencyConflict, InsufficientCredits, NotFound
+from slotwise.models import UTCDateTime, new_id
+
+RECHARGE_JOB = "credit_recharge"
+RETRY_AFTER_FAILURE = timedelta(hours=1)  # a failed recharge is tried again no sooner than this
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRequest:
+    activity: Activity
+    reference: str
+    units: int = 1
+    model: Model = "standard"
+    agent_id: str | None = None
+    playground: bool = False
+
+    def digest(self) -> str:
+        """The body a repeat of the reference must match."""
+        body = [self.activity, self.model, self.units, self.agent_id, self.playground, self.reference]
+        return hashlib.sha256(json.dumps(body).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    id: str
+    reference: str
+    cost: int
+    from_plan: int
+    from_topup: int
+    plan: int  # balances after the spend
+    topup: int
+    replayed: bool = False  # a repeat of the reference: the first answer, nothing debited
+    recharge_requested: bool = False  # this spend queued an auto-recharge
+
+    @property
+    def total(self) -> int:
+        return self.plan + self.topup
+
+
+AgentState = Literal["none", "ok", "missing", "archived"]
+
+
+def spend(conn: Connection, *, terms: CreditTerms, org_id: str, request: SpendRequest, at: datetime,
+          wall_now: datetime) -> Spent:
+    """Debit ``request``'s cost from ``org_id``'s credits, or refuse it having changed nothing.
+
+    ``at`` is the billing time (the day the usage is counted on, the recharge's failure back-off);
+    ``wall_now`` the real time a queued recharge becomes runnable. On PostgreSQL run it on an
+    autocommit connection (one round trip; a unique-reference race is then answered from the winner);
+    on SQLite inside a BEGIN IMMEDIATE transaction.
+    """
+    cost = spend_cost(terms, activity=request.activity, model=request.model, units=request.units,
+                      playground=request.playground)
+    params = _params(org_id, request, cost, at, wall_now)
+    if conn.dialect.name == "postgresql":
+        return _spend_postgresql(conn, request, cost, params)
+    return _spend_sqlite(conn, request, cost, params)
+
+
+def _params(org_id: str, request: SpendRequest, cost: int, at: datetime, wall_now: datetime) -> dict[str, Any]:
+    return {
+        "org_id": org_id, "cost": cost, "entry_id": new_id("cre"), "job_id": new_id("job"),
+        "reference": request.reference, "request_hash": request.digest(), "activity": request.activity,
+        "model": request.model, "units": request.units, "agent_id": request.agent_id,
+        "agent_key": request.agent_id or "", "playground": request.playground,
+        "messages": request.units if request.activity == "message" else 0,
+        "now": at, "day": at.date(), "failed_before": at - RETRY_AFTER_FAILURE, "wall_now": wall_now,
+    }
+
+
+_TYPES: dict[str, TypeEngine[Any]] = {"now": UTCDateTime(), "failed_before": UTCDateTime(),
+                                      "wall_now": UTCDateTime(), "day": Date()}
+
+
+def _sql(statement: str) -> TextClause:
+    """A statement whose time parameters go through the columns' types (UTC on every database)."""
+    clause = text(statement)
+    present: list[BindParameter[Any]] = [bindparam(name, type_=kind) for name, kind in _TYPES.items()
+                                         if f":{name}" in statement]
+    return clause.bindparams(*present)
+
+
+# The debit's conditions and new values, shared by both databases' statements. In an UPDATE's SET
+# list every column reference is the row's old value, so ``last_from_plan`` keeps the plan share.
+_RECHARGE_DUE = """a.recharge_enabled AND a.recharge_job_id IS NULL
+          AND a.plan_balance + a.topup_balance - :cost < a.recharge_threshold
+          AND a.recharges_in_period < a.recharge_max_per_period
+          AND (a.recharge_failed_at IS NULL OR a.recharge_failed_at <= :failed_before)"""
+
+_AGENT_STATE = """CASE WHEN CAST(:agent_id AS VARCHAR) IS NULL THEN 'none'
+            WHEN NOT EXISTS (SELECT 1 FROM agents g WHERE g.id = :agent_id AND g.org_id = :org_id) THEN 'missing'
+            WHEN EXISTS (SELECT 1 FROM agents g WHERE g.id = :agent_id AND g.org_id = :org_id
+                         AND g.archived_at IS NOT NULL) THEN 'archived'
+            ELSE 'ok' END"""
+
+_SPEND_POSTGRESQL = _sql(f"""
+WITH debit AS (
+    UPDATE credit_accounts a SET
+        plan_balance = a.plan_balance - LEAST(a.plan_balance, :cost),
+        topup_balance = a.topup_balance - (:cost - LEAST(a.plan_balance, :cost)),
+        used_in_period = a.used_in_period + :cost,
+        last_from_plan = LEAST(a.plan_balance, :cost),
+        recharge_job_id = CASE WHEN {_RECHARGE_DUE} THEN :job_id ELSE a.recharge_job_id END,
+        updated_at = :now
+    WHERE a.org_id = :org_id AND a.plan_balance + a.topup_balance >= :cost
+      AND NOT EXISTS (SELECT 1 FROM credit_ledger p WHERE p.org_id = :org_id AND p.reference = :reference)
+      AND ({_AGENT_STATE}) IN ('none', 'ok')
+    RETURNING a.plan_balance, a.topup_balance, a.last_from_plan, a.recharge_job_id
+), entry AS (
+    INSERT INTO credit_ledger (id, org_id, kind, plan_delta, topup_delta, reference, request_hash, activity,
+                               model, units, cost, agent_id, playground, plan_after, topup_after, created_at)
+    SELECT :entry_id, :org_id, 'spend', -d.last_from_plan, d.last_from_plan - :cost, :reference, :request_hash,
+           :activity, :model, :units, :cost, :agent_id, :playground, d.plan_balance, d.topup_balance, :now
+    FROM debit d
+), usage AS (
+    INSERT INTO credit_usage (org_id, day, agent_key, credits, messages)
+    SELECT :org_id, :day, :agent_key, :cost, :messages FROM debit
+    ON CONFLICT (org_id, day, agent_key) DO UPDATE
+        SET credits = credit_usage.credits + excluded.credits, messages = credit_usage.messages + excluded.messages
+), job AS (
+    INSERT INTO jobs (id, kind, org_id, payload, run_at, attempts, created_at)
+    SELECT :job_id, '{RECHARGE_JOB}', :org_id, '{{}}', :wall_now, 0, :wall_now
+    FROM debit d WHERE d.recharge_job_id = :job_id
+)
+SELECT d.plan_balance, d.topup_balance, d.last_from_plan, d.recharge_job_id = :job_id AS recharge,
+       a.plan_balance + a.topup_balance AS seen_total,
+       ({_AGENT_STATE}) AS agent_state
+FROM (SELECT 1) one
+LEFT JOIN debit d ON true
+LEFT JOIN credit_accounts a ON a.org_id = :org_id
+""")
+
+
+def _spend_postgresql(conn: Connection, request: SpendRequest, cost: int, params: dict[str, Any]) -> Spent:
+    try:
+        row = conn.execute(_SPEND_POSTGRESQL, params).one()
+    except IntegrityError:
+        # Another spend with this reference committed while this one waited for the row lock: the
+        # statement (and its debit) was undone whole; in autocommit, answer from the winner (inside a
+        # transaction, which is now aborted, the caller's retry will).
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            raise
+        row = None
+    if row is not None and row.plan_balance is not None:
+        return Spent(params["entry_id"], request.reference, cost, row.last_from_plan, cost - row.last_from_plan,
+                     row.plan_balance, row.topup_balance, recharge_requested=bool(row.recharge))
+    prior = _prior(conn, params)
+    if prior is not None:
+        return prior
+    assert row is not None  # a unique-reference race always leaves a prior entry
+    _refuse(conn, request, cost, params, seen_total=row.seen_total, agent_state=row.agent_state)
+    raise AssertionError("unreachable")
+
+
+_PRIOR = _sql("""
+SELECT id, reference, request_hash, cost, plan_delta, topup_delta, plan_after, topup_after
+FROM credit_ledger WHERE org_id = :org_id AND reference = :reference
+""")
+
+
+def _prior(conn: Connection, params: dict[str, Any]) -> Spent | None:
+    """The first answer to this reference, or ``idempotency_conflict`` if it was another body."""
+    row = conn.execute(_PRIOR, params).one_or_none()
+    if row is None:
+        return None
+    if row.request_hash != params["request_hash"]:
+        raise IdempotencyConflict("This reference was already used for a different spend.")
+    return Spent(row.id, row.reference, row.cost, -row.plan_delta, -row.topup_delta, row.plan_after,
+                 row.topup_after, replayed=True)
+
+
+_BALANCE = _sql("SELECT plan_balance + topup_balance AS total FROM credit_accounts WHERE org_id = :org_id")
+
+
+def _refuse(conn: Connection, request: SpendRequest, cost: int, params: dict[str, Any], *,
+            seen_total: int | None, agent_state: AgentState) -> None:
+    """Why a spend debited nothing: no such organization or agent, or not enough credits."""
+    if seen_total is None:
+        raise NotFound("No such organization.")
+    if agent_state == "missing":
+        raise NotFound("No such agent.", field="agent_id")
+    if agent_state == "archived":
+        raise Conflict("This agent is archived. Unarchive it to let it spend credits.", field="agent_id")
+    if seen_total >= cost:  # the statement's snapshot predates a spend that committed meanwhile
+        seen_total = conn.execute(_BALANCE, params).scalar_one()
+    message = InsufficientCredits.VOICE_MESSAGE if request.activity == "voice" else None
+    raise InsufficientCredits(message, cost=cost, balance=seen_total)
+
+
+_ACCOUNT_SQLITE = _sql(f"""
+SELECT a.plan_balance, a.topup_balance,
+       CASE WHEN {_RECHARGE_DUE} THEN 1 ELSE 0 END AS recharge_due,
+       ({_AGENT_STATE}) AS agent_state
+FROM credit_accounts a WHERE a.org_id = :org_id
+""")
+_DEBIT_SQLITE = _sql("""
+UPDATE credit_accounts SET plan_balance = plan_balance - :from_plan, topup_balance = topup_balance - :from_topup,
+    used_in_period = used_in_period + :cost, last_from_plan = :from_plan,
+    recharge_job_id = CASE WHEN :recharge THEN :job_id ELSE recharge_job_id END, updated_at = :now
+WHERE org_id = :org_id
+""")
+_ENTRY_SQLITE = _sql("""
+INSERT INTO credit_ledger (id, org_id, kind, plan_delta, topup_delta, reference, request_hash, activity, model,
+                           units, cost, agent_id, playground, plan_after, topup_after, created_at)
+VALUES (:entry_id, :org_id, 'spend', -:from_plan, -:from_topup, :reference, :request_hash, :activity, :model,
+        :units, :cost, :agent_id, :playground, :plan_after, :topup_after, :now)
+""")
+_USAGE_SQLITE = _sql("""
+INSERT INTO credit_usage (org_id, day, agent_key, credits, messages)
+VALUES (:org_id, :day, :agent_key, :cost, :messages)
+ON CONFLICT (org_id, day, agent_key) DO UPDATE
+    SET credits = credit_usage.credits + excluded.credits, messages = credit_usage.messages + excluded.messages
+""")
+_JOB_SQLITE = _sql(f"""
+INSERT INTO jobs (id, kind, org_id, payload, run_at, attempts, created_at)
+VALUES (:job_id, '{RECHARGE_JOB}', :org_id, '{{}}', :wall_now, 0, :wall_now)
+""")
+
+
+def _spend_sqlite(conn: Connection, request: SpendRequest, cost: int, params: dict[str, Any]) -> Spent:
+    """The same spend as a few statements: the caller's BEGIN IMMEDIATE already holds the write lock."""
+    prior = _prior(conn, params)
+    if prior is not None:
+        return prior
+    account = conn.execute(_ACCOUNT_SQLITE, params).one_or_none()
+    if account is None:
+        raise NotFound("No such organization.")
+    taken = split(cost, plan=account.plan_balance, topup=account.topup_balance)
+    if taken is None or account.agent_state not in ("none", "ok"):
+        _refuse(conn, request, cost, params, seen_total=account.plan_balance + account.topup_balance,
+                agent_state=account.agent_state)
+    assert taken is not None
+    plan, topup = account.plan_balance - taken.from_plan, account.topup_balance - taken.from_topup
+    recharge = bool(account.recharge_due)
+    values = {**params, "from_plan": taken.from_plan, "from_topup": taken.from_topup, "recharge": recharge,
+              "plan_after": plan, "topup_after": topup}
+    conn.execute(_DEBIT_SQLITE, values)
+    conn.execute(_ENTRY_SQLITE, values)
+    conn.execute(_USAGE_SQLITE, values)
+    if recharge:
+        conn.execute(_JOB_SQLITE, values)
+    return Spent(params["entry_id"], request.reference, cost, taken.from_plan, taken.from_topup, plan, topup,
+                 recharge_requested=recharge)
