@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, bindparam, delete, func, insert, literal, select, tuple_, union, update
@@ -14,11 +14,12 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.schema import Table
 from sqlalchemy.sql import Executable, Select, TableValuedAlias, any_, cast, column
-from sqlalchemy.types import ARRAY, String
+from sqlalchemy.types import ARRAY, BigInteger, String
 
 from slotwise.models import (
     Agent,
     Base,
+    CreditUsage,
     IdempotencyRecord,
     Invitation,
     Invoice,
@@ -482,3 +483,26 @@ renew_subscriptions = _updating("subscriptions", ["id"], [
 renew_organizations = _updating("organizations", ["id"], ["invoice_seq", "plan_code"])
 keep_addons = _updating("org_addons", ["org_id", "addon_code"], ["active_slots", "unit_price", "updated_at"])
 drop_addons = _deleting("org_addons", ["org_id", "addon_code"])
+
+
+def credit_usage_by_day(db: Session, org_id: str, *, start: date, end: date,
+                        agent_key: str | None) -> list[tuple[date, int, int]]:
+    """(day, credits, messages) for each day of ``start``…``end`` that has usage, summed over the
+    organization's agents or for one (``agent_key``): a range scan of the roll-up's primary key."""
+    rows = db.execute(_CREDIT_USAGE_BY_DAY if agent_key is None else _AGENT_CREDIT_USAGE_BY_DAY,
+                      {"org_id": org_id, "start": start, "end": end, "agent_key": agent_key})
+    return [(day, credits, messages) for day, credits, messages in rows]
+
+
+_CREDIT_USAGE_BY_DAY = (
+    # PostgreSQL sums a bigint as numeric; the cast keeps the totals integers on both databases
+    select(CreditUsage.day, cast(func.sum(CreditUsage.credits), BigInteger),
+           cast(func.sum(CreditUsage.messages), BigInteger))
+    .where(CreditUsage.org_id == bindparam("org_id"), CreditUsage.day.between(bindparam("start"), bindparam("end")))
+    .group_by(CreditUsage.day)
+)
+_AGENT_CREDIT_USAGE_BY_DAY = (
+    select(CreditUsage.day, CreditUsage.credits, CreditUsage.messages)
+    .where(CreditUsage.org_id == bindparam("org_id"), CreditUsage.day.between(bindparam("start"), bindparam("end")),
+           CreditUsage.agent_key == bindparam("agent_key"))
+)

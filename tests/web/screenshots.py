@@ -6,13 +6,18 @@ organization on a fresh SQLite database, drives Debian's Chromium through the pa
 
 from __future__ import annotations
 
+import random
 import sys
 import tempfile
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from playwright.sync_api import Browser, Page, sync_playwright
+from sqlalchemy.orm import Session
 
+from slotwise import repositories
+from slotwise.models import CreditUsage
 from tests.web.support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, LiveServer, SeededOrg, World
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -29,7 +34,25 @@ def seed(world: World) -> SeededOrg:
     world.named_agents(org, names)
     world.member(org, role="admin", name="Ada Admin")
     world.invite(org, "new.hire@acme.example")
+    seed_usage(world, org)
     return org
+
+
+def seed_usage(world: World, org: SeededOrg) -> None:
+    """Sixty days of credit usage roll-ups, as the spend writes them: busier on weekdays, growing."""
+    rng = random.Random(7)
+
+    def write(db: Session, at: datetime) -> None:
+        agents = [(a.id, 1.0 / (n + 1)) for n, a in enumerate(repositories.agents_of_org(db, org.id))]
+        for back in range(60):
+            day = at.date() - timedelta(days=back)
+            pace = (0.45 if day.weekday() >= 5 else 1.0) * (1 - back / 120)
+            for agent_key, share in [*agents, ("", 0.15)]:
+                messages = int(rng.uniform(60, 110) * share * pace * 4)
+                credits = messages + 5 * int(messages * rng.uniform(0, 0.2)) + 10 * rng.randint(0, 3)
+                db.add(CreditUsage(org_id=org.id, day=day, agent_key=agent_key, credits=credits, messages=messages))
+
+    world.run(write)
 
 
 def _add_dialog(page: Page) -> None:
@@ -48,6 +71,15 @@ def _remove_refused(page: Page) -> None:
     dialog.get_by_role("alert").wait_for()
 
 
+def _usage_filtered(page: Page) -> None:
+    page.goto("/usage")
+    page.get_by_label("Agent").select_option(label="Support Assistant")
+    page.get_by_label("Group by").select_option(label="Week")
+    page.get_by_role("button", name="Show usage").click()
+    page.get_by_role("button", name="Messages").click()
+    page.locator("#usage-chart canvas").wait_for()
+
+
 def _invoice(page: Page) -> None:
     page.goto("/billing")
     page.get_by_role("link", name="#2").click()
@@ -62,6 +94,8 @@ SHOTS: list[tuple[str, Callable[[Page], None], bool]] = [
     ("agents", lambda p: p.goto("/agents"), True),
     ("plans", lambda p: p.goto("/billing/plans"), True),
     ("billing", lambda p: p.goto("/billing"), True),
+    ("usage", lambda p: p.goto("/usage"), True),
+    ("usage-filtered", _usage_filtered, True),
     ("invoice", _invoice, True),
 ]
 

@@ -16,7 +16,7 @@ from slotwise import __version__, web
 from slotwise.api.admission import Admission
 from slotwise.api.deps import AppState
 from slotwise.api.limits import BodySizeLimit
-from slotwise.api.routers import billing, operator, spend, team
+from slotwise.api.routers import billing, operator, spend, team, usage
 from slotwise.catalog import Catalog, load_catalog
 from slotwise.clock import Clock, SimulatedClock, SystemClock
 from slotwise.config import Settings
@@ -96,7 +96,7 @@ def create_app(
     # the body limit, so that a slow or oversized body never holds one of those places.
     app.add_middleware(Admission, concurrency=settings.concurrency)
     app.add_middleware(BodySizeLimit)  # 413 above 64 KiB, before any parsing
-    for router in (operator.router, billing.router, team.router, spend.router):
+    for router in (operator.router, billing.router, team.router, spend.router, usage.router):
         app.include_router(router)
     web.install(app)  # the customer pages (Jinja2) and their static files
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Query
@@ -433,3 +433,29 @@ class SpendOut(BaseModel):
     balance: CreditBalance
     replayed: bool = Field(description="True: this reference was spent before; the first answer, nothing debited.")
 
+
+# Credits: usage over a date range (SPEC §11)
+
+class UsageBucketOut(BaseModel):
+    start: date = Field(description="The bucket's first day (UTC): the day, its week's Monday or its month's 1st. "
+                                    "Only days within from…to count.")
+    credits: int
+    messages: int
+
+
+class UsedOfLimit(BaseModel):
+    used: int
+    limit: int
+
+
+class UsageOut(BaseModel):
+    model_config = ConfigDict(serialize_by_alias=True)
+    start: date = Field(serialization_alias="from", description="The first day of the range, included.")
+    end: date = Field(serialization_alias="to", description="The last day of the range, included.")
+    interval: Literal["day", "week", "month"]
+    agent_id: str | None = Field(description="The one agent counted, or null for all of them.")
+    credits_used: int
+    messages: int = Field(description="Units of message spends (playground ones included).")
+    series: list[UsageBucketOut] = Field(description="Every bucket of the range in order, zeros included.")
+    agents: UsedOfLimit = Field(description="Chatbots in use of the limit (plan + active slots).")
+    members: UsedOfLimit = Field(description="Team members and pending invitations of the limit.")

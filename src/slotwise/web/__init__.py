@@ -1,7 +1,8 @@
-"""The customer pages: sign-in, Billing → Add-ons & Extras, billing overview, plans, team, agents.
+"""The customer pages: sign-in, Billing → Add-ons & Extras, billing overview, usage, plans, team, agents.
 
 Server-rendered with Jinja2; the only JavaScript opens dialogs and refreshes their numbers from the
-same preview the commit uses. Every number shown comes from the services.
+same preview the commit uses, and draws the usage chart (uPlot, vendored under static/vendor) over
+the table the page already shows. Every number shown comes from the services.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse, Response
 
-from slotwise.web import auth, billing, portal, team
+from slotwise.web import auth, billing, portal, team, usage
 from slotwise.web.deps import CsrfRejected, LoginRequired, PageNotFound
 from slotwise.web.render import HERE, render
 
@@ -30,7 +31,7 @@ def _return_to(request: Request) -> str:
 
 def install(app: FastAPI) -> None:
     """Add the pages, their static files and their page-level guards to ``app``."""
-    for module in (auth, billing, portal, team):
+    for module in (auth, billing, portal, team, usage):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
