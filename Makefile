@@ -72,6 +72,7 @@ bench: install postgres wrk
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.sweep --orgs 100000 --workers 1,2
+	$(BIN)/python -m bench.usage
 
 wrk:
 	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
