@@ -5,7 +5,9 @@ one tiny JSON GET, one tiny JSON POST, no database) and `slotwise serve` on a fr
 database — and loads each with `wrk` at the same number of keep-alive connections:
 
 * bare `GET /ping` and slotwise `GET /v1/organizations/{org}` (the caller's token, the snapshot);
-* bare `POST /things` and slotwise `POST /v1/organizations/{org}/agents` (the capacity check).
+* bare `POST /things` and slotwise `POST /v1/organizations/{org}/agents` (the capacity check);
+* slotwise `POST /v1/organizations/{org}/credits/spend` (a fresh reference each time), against the same
+  server's cheapest authenticated route, `GET /v1/organizations/{org}` (SPEC §10, issue 9's goal).
 
 slotwise (system clock) is seeded through its own API, and its requests rotate over at least one
 business organization per connection, each with slots bought for every agent the run can create, so
@@ -55,7 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]  # where bench.bare_app is imported f
 GOOD_CARD = "4242424242424242"
 MAX_CREATES_PER_SECOND = 1500  # capacity bought per organization assumes no faster creation than this
 READY_SECONDS = 60.0
-GOALS = {"GET": 0.33, "POST": 0.2}  # the issue's goals: slotwise vs bare at the same workers
+GOALS = {"GET": 0.33, "POST": 0.2,  # the issues' goals: slotwise vs bare at the same workers,
+         "SPEND": 0.5}  # and the credit spend vs the same server's cheapest authenticated route
 P99_GOAL_MS = 50.0
 
 # wrk rotates over prebuilt requests, one per organization; `done` prints one JSON line.
@@ -70,7 +73,12 @@ init = function(args)
 end
 request = function()
   i = i + 1
-  return built[(i % #built) + 1]
+  local k = (i % #built) + 1
+  local s = specs[k]
+  if s[5] then  -- a body with a fresh reference each time (a credit spend: a repeat would only replay)
+    return wrk.format(s[1], s[2], s[3], string.format(s[5], i))
+  end
+  return built[k]
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -88,6 +96,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: str | None = None
+    numbered: str | None = None  # a body with one %d, filled with the request's number (unique per run)
 
 
 @dataclass
@@ -107,7 +116,8 @@ def _lua_script(requests: list[Request]) -> str:
     def spec(r: Request) -> str:
         headers = ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in r.headers.items())
         body = _lua_string(r.body) if r.body is not None else "nil"
-        return f"{{{_lua_string(r.method)}, {_lua_string(r.path)}, {{{headers}}}, {body}}}"
+        numbered = _lua_string(r.numbered) if r.numbered is not None else "nil"
+        return f"{{{_lua_string(r.method)}, {_lua_string(r.path)}, {{{headers}}}, {body}, {numbered}}}"
 
     return LUA.format(specs="{" + ", ".join(spec(r) for r in requests) + "}")
 
@@ -316,8 +326,14 @@ def measure(*, postgres: str, workers_list: list[int], connections: int, seconds
                 post = [Request("POST", f"/v1/organizations/{t.org_id}/agents",
                                 {**a, "Content-Type": "application/json"}, '{"name": "bench"}')
                         for t, a in zip(tenants, auth, strict=True)]
+                run_id = secrets.token_hex(4)
+                spend = [Request("POST", f"/v1/organizations/{t.org_id}/credits/spend",
+                                 {**a, "Content-Type": "application/json"},
+                                 numbered=f'{{"activity": "tool", "reference": "{run_id}-%d"}}')
+                         for t, a in zip(tenants, auth, strict=True)]
                 for method, route, requests in (("GET", "GET /v1/organizations/{org}", get),
-                                                ("POST", "POST /v1/organizations/{org}/agents", post)):
+                                                ("POST", "POST /v1/organizations/{org}/agents", post),
+                                                ("SPEND", "POST /v1/organizations/{org}/credits/spend", spend)):
                     results.append(Result(workers, "slotwise", method, route,
                                           wrk(slotwise, requests, seconds=seconds, connections=connections)))
             finally:
@@ -330,9 +346,16 @@ def table(results: list[Result], connections: int) -> str:
              f"| not 2xx | goal ({connections} connections) |",
              "|---:|---|---|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in results:
-        bare = next((b for b in results if b.app == "bare" and b.method == r.method and b.workers == r.workers), None)
+        # The spend is measured against the same server's cheapest authenticated route (SPEC §10).
+        bare = next((b for b in results if b.workers == r.workers and (
+            (b.app == "slotwise" and b.method == "GET") if r.method == "SPEND"
+            else (b.app == "bare" and b.method == r.method))), None)
         run, ratio, goal = r.run, "—", ""
-        if r.app == "slotwise" and bare is not None:
+        if r.method == "SPEND" and bare is not None:
+            share = run.per_second / bare.run.per_second
+            ratio = f"{share:.2f}× of GET org"
+            goal = f"≥ {GOALS[r.method]}× of GET org: {'met' if share >= GOALS[r.method] else 'not met'}"
+        elif r.app == "slotwise" and bare is not None:
             share = run.per_second / bare.run.per_second
             ratio = f"{share:.2f}×"
             met = share >= GOALS[r.method] and run.p99_ms < P99_GOAL_MS

@@ -43,14 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Table, UniqueConstraint, create_engine, event, insert, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from slotwise.catalog import load_catalog
 from slotwise.config import normalize_database_url
 from slotwise.db import make_engine, make_sessionmaker, transaction
 from slotwise.gateway import SandboxGateway
-from slotwise.models import Base
-from slotwise.services import addons, agents, organizations
+from slotwise.models import Base, new_id
+from slotwise.services import addons, agents, organizations, spend
 from slotwise.services.context import Actor, Env
 
 MADE_AT = datetime(2026, 11, 15, 9, tzinfo=UTC)  # the template organization subscribes then
@@ -58,6 +58,7 @@ AT = MADE_AT + timedelta(days=1)  # every measured operation happens at this mom
 ENV = Env(catalog=load_catalog(), gateway=SandboxGateway())  # with the production hourly cap
 PER_ORG = ENV.quantity_changes_per_hour  # operations in a row on one organization
 SLOTS = 100  # agent slots each organization holds when its operations start
+CREDITS = 10**9  # top-up credits each organization holds when its operations start
 ORG_BASE, SUB_BASE = 10**18, 2 * 10**18  # organization n is ORG_BASE + n, its subscription SUB_BASE + n
 FRESH = (3 * 10**18, 9 * 10**18)  # the range of ids the floors give the rows they insert
 GUESS = {"slotwise": 1_500, "floor": 12_000}  # ops/s, to size the organizations (doubled when short)
@@ -70,6 +71,15 @@ ID_LIKE = re.compile(rf"{NEW_ID.pattern}|\d{{18,}}")  # ids as slotwise or a flo
 class Operation:
     label: str
     call: Callable[[Session, Actor], object]
+    # One statement atomic on its own (the credit spend): sent in autocommit on PostgreSQL, as the
+    # server sends it, and replayed by pgbench without BEGIN and COMMIT.
+    autocommit: bool = False
+
+
+def _spend(db: Session, actor: Actor) -> object:
+    request = spend.SpendRequest(activity="tool", reference=new_id("ref"))
+    return spend.spend(db.connection(), terms=ENV.catalog.credits, org_id=actor.org_id, request=request, at=AT,
+                       wall_now=AT)
 
 
 OPERATIONS = (
@@ -78,6 +88,7 @@ OPERATIONS = (
         db, env=ENV, actor=actor, addon_code="agent_slots", quantity=1, at=AT)),
     Operation("remove 1 slot", lambda db, actor: addons.remove_slots(
         db, env=ENV, actor=actor, addon_code="agent_slots", quantity=1, at=AT)),
+    Operation("spend 1 credit", _spend, autocommit=True),
 )
 
 
@@ -125,12 +136,21 @@ class Organizations:
                 plan_code="business", card_number=None, at=MADE_AT)
             owner = Actor(made.owner.user.id, made.organization.id, "owner")
             addons.add_slots(db, env=ENV, actor=owner, addon_code="agent_slots", quantity=SLOTS, at=MADE_AT)
+            # Credits for every spend the run makes (as one ledger adjustment, so the books balance).
+            db.execute(text("update credit_accounts set topup_balance = topup_balance + :n where org_id = :o"),
+                       {"n": CREDITS, "o": owner.org_id})
+            db.execute(text("insert into credit_ledger (id, org_id, kind, plan_delta, topup_delta, playground,"
+                            " created_at) values (:id, :o, 'adjustment', 0, :n, false, :at)"),
+                       {"id": new_id("cre"), "o": owner.org_id, "n": CREDITS, "at": MADE_AT})
         self.owner = owner
         with engine.connect() as conn:
             self.rows = {t: [dict(r) for r in conn.execute(select(t).where(_of_org(t, owner.org_id))).mappings()]
                          for t in _org_tables()}
-        self.keys = {row[key.name]: key.table.name for t, rows in self.rows.items() for row in rows
-                     for key in t.primary_key.columns if len(t.primary_key.columns) == 1}
+        self.keys: dict[Any, str] = {}  # a key's value → the table it names (the first: credit_accounts' is
+        for t, rows in self.rows.items():  # its organization's)
+            for row in rows:
+                for key in t.primary_key.columns if len(t.primary_key.columns) == 1 else ():
+                    self.keys.setdefault(row[key.name], key.table.name)
 
     def actor(self, n: int) -> Actor:
         return Actor(f"{self.owner.user_id}-{n}", str(ORG_BASE + n), "owner")
@@ -210,16 +230,28 @@ def _returned(engine: Engine, sql: str, org_id: str) -> dict[str, Any]:
     return dict(zip(columns, row, strict=True))
 
 
+def _returns(sql: str) -> bool:
+    """An ``UPDATE … RETURNING`` whose values later statements use (the spend's one statement returns its
+    answer, which nothing after it reads)."""
+    return sql.lstrip().upper().startswith("UPDATE") and "RETURNING" in sql
+
+
+def _sessions(engine: Engine, op: Operation) -> sessionmaker[Session]:
+    if op.autocommit and engine.dialect.name == "postgresql":
+        return make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    return make_sessionmaker(engine)
+
+
 def capture(engine: Engine, pool: Organizations, op: Operation) -> list[Statement]:
     """The statements of ``op``, from two runs of it on one organization: a parameter that is the same in
     both is a constant; one that differs must be the organization's, a new id or a returned value."""
     n = pool.take(1)
-    sessions = make_sessionmaker(engine)
+    sessions = _sessions(engine, op)
     runs = []
     for _ in range(2):
         with counted(engine) as sent, transaction(sessions) as db:
             op.call(db, pool.actor(n))
-        runs.append([(sql, params, _returned(engine, sql, pool.actor(n).org_id) if "RETURNING" in sql else {})
+        runs.append([(sql, params, _returned(engine, sql, pool.actor(n).org_id) if _returns(sql) else {})
                      for sql, params in sent])
     if [sql for sql, _, _ in runs[0]] != [sql for sql, _, _ in runs[1]]:
         raise ValueError(f"{op.label} does not send the same statements each time")
@@ -263,7 +295,7 @@ def _slotwise(engine: Engine, pool: Organizations, op: Operation, first: int, pe
     """slotwise's service function: client ``c``'s ``k``-th operation is on organization
     ``first + c + clients * (k // PER_ORG)``, exactly as on the floor. Each client completes at least
     one organization, however slow, so there is one to compare with the floor's."""
-    sessions = make_sessionmaker(engine)
+    sessions = _sessions(engine, op)
     done, short = [0] * clients, threading.Event()
     stop = time.monotonic() + seconds
 
@@ -330,7 +362,7 @@ def _with_variables(sql: str, names: dict[str | int, str]) -> str:
     return re.sub(r"%\((\w+)\)s", lambda m: names[m[1]], sql).replace("%%", "%")
 
 
-def pgbench_script(statements: Sequence[Statement]) -> tuple[str, dict[str, str]]:
+def pgbench_script(statements: Sequence[Statement], *, autocommit: bool = False) -> tuple[str, dict[str, str]]:
     """The floor as a pgbench script, and the constants it reads (``-D``): slotwise's statement texts with
     each placeholder a variable; ``k`` counts the client's transactions (pgbench keeps variables from
     one to the next), which picks the organization as the service loop does."""
@@ -339,24 +371,24 @@ def pgbench_script(statements: Sequence[Statement]) -> tuple[str, dict[str, str]
     lines = [r"\set k :k + 1", r"\if :k / :per >= :orgs", r"\set out_of_organizations 1 / 0", r"\endif",
              r"\set n :first + :client_id + :clients * (:k / :per)",
              rf"\set org {ORG_BASE} + :n", rf"\set sub {SUB_BASE} + :n",
-             *(rf"\set {var} random({FRESH[0]}, {FRESH[1]})" for var in fresh), "BEGIN;"]
+             *(rf"\set {var} random({FRESH[0]}, {FRESH[1]})" for var in fresh), *([] if autocommit else ["BEGIN;"])]
     for i, st in enumerate(statements):
         names: dict[str | int, str] = {}
         for key, var, value in st.params:
-            if var is None and value is None:
-                names[key] = "NULL"
+            if var is None and value in (None, ""):  # pgbench -D takes no empty value
+                names[key] = "NULL" if value is None else "''"
                 continue
             if var is None:
                 var = f"c{i}_{key}"
                 constants[var] = _pg_text(value)
             names[key] = f":{var}"
         lines.append(_with_variables(st.sql, names) + (r" \gset ret_" if st.returns else ";"))
-    return "\n".join([*lines, "COMMIT;", ""]), constants
+    return "\n".join([*lines, *([] if autocommit else ["COMMIT;"]), ""]), constants
 
 
 def _pgbench(dsn: str, statements: Sequence[Statement], first: int, per_client: int, clients: int,
-             seconds: int) -> Measure:
-    script, constants = pgbench_script(statements)
+             seconds: int, autocommit: bool = False) -> Measure:
+    script, constants = pgbench_script(statements, autocommit=autocommit)
     defines = {"k": "-1", "per": str(PER_ORG), "orgs": str(per_client), "first": str(first),
                "clients": str(clients), **constants}
     with tempfile.TemporaryDirectory() as folder:
@@ -409,7 +441,8 @@ class Row:
         return self.slotwise.per_second / self.floor.per_second
 
 
-Floor = Callable[[Sequence[Statement], int, int, int], Measure]  # statements, first, per client, clients
+Floor = Callable[[Sequence[Statement], int, int, int, bool], Measure]  # statements, first, per client, clients,
+#                                                                 autocommit
 
 
 def _rows(database: str, engine: Engine, clients: Sequence[int], seconds: float, floor_seconds: float,
@@ -425,7 +458,7 @@ def _row(database: str, pool: Organizations, op: Operation, clients: int, second
     mine, mine_first = _sized(pool, clients, seconds, GUESS["slotwise"],
                               lambda first, per: _slotwise(pool.engine, pool, op, first, per, clients, seconds))
     raw, raw_first = _sized(pool, clients, floor_seconds, GUESS["floor"],
-                            lambda first, per: floor(statements, first, per, clients))
+                            lambda first, per: floor(statements, first, per, clients, op.autocommit))
     # pgbench tells no client's count: with several, twice the need makes client 0's first one complete
     checked = raw.ops >= PER_ORG * clients * (1 if clients == 1 else 2)
     same = pool.state(mine_first) == pool.state(raw_first) if checked else None
@@ -439,7 +472,7 @@ def sqlite(seconds: float) -> list[Row]:
         Base.metadata.create_all(engine)
         try:
             return _rows("SQLite", engine, [1], seconds, seconds,
-                         lambda st, first, per, _n: _sqlite_floor(path, st, first, per, seconds))
+                         lambda st, first, per, _n, _auto: _sqlite_floor(path, st, first, per, seconds))
         finally:
             engine.dispose()
 
@@ -457,7 +490,7 @@ def postgres(base: str, clients: Sequence[int], seconds: float) -> list[Row]:
         dsn = f"{server}/{name}".replace("postgresql+psycopg://", "postgresql://")
         whole = max(1, round(seconds))  # pgbench -T counts whole seconds
         return _rows("PostgreSQL", engine, clients, seconds, whole,
-                     lambda st, first, per, n: _pgbench(dsn, st, first, per, n, whole))
+                     lambda st, first, per, n, auto: _pgbench(dsn, st, first, per, n, whole, auto))
     finally:
         engine.dispose()
         with admin.connect() as conn:

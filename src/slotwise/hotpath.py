@@ -53,10 +53,22 @@ def _due_by(org_id: Any, now: ColumnElement[Any]) -> ColumnElement[bool]:
     return or_(renewal, retry)
 
 
+def _billing_time(simulated: bool) -> ColumnElement[Any]:
+    return (select(ClockState.now).where(ClockState.id == 1).scalar_subquery() if simulated
+            else bindparam("now", type_=UTCDateTime()))
+
+
 @cache
-def _caller_statement(simulated: bool) -> Select[*tuple[Any, ...]]:
-    now: ColumnElement[Any] = (select(ClockState.now).where(ClockState.id == 1).scalar_subquery() if simulated
-                               else bindparam("now", type_=UTCDateTime()))
+def time_statement(simulated: bool) -> Select[*tuple[Any, ...]]:
+    """The billing time and whether organization ``org_id`` has work due by then (a caller with no
+    user row: the operator key)."""
+    now = _billing_time(simulated)
+    return select(now.label("now"), _due_by(bindparam("org_id"), now).label("due"))
+
+
+@cache
+def caller_statement(simulated: bool) -> Select[*tuple[Any, ...]]:
+    now = _billing_time(simulated)
     return (select(User.id, User.org_id, User.role, now.label("now"), _due_by(User.org_id, now).label("due"))
             .join(ApiToken, ApiToken.user_id == User.id)
             .where(ApiToken.token_hash == bindparam("token_hash")))
@@ -68,7 +80,11 @@ def caller(db: Session, token_hash: str, *, wall_now: datetime | None) -> Caller
     params: dict[str, Any] = {"token_hash": token_hash}
     if wall_now is not None:
         params["now"] = wall_now
-    row = db.execute(_caller_statement(wall_now is None), params).one_or_none()
+    return caller_of(db.execute(caller_statement(wall_now is None), params).one_or_none(), wall_now)
+
+
+def caller_of(row: Any, wall_now: datetime | None) -> Caller | None:
+    """The ``Caller`` in a row of ``caller_statement`` (None: no such token)."""
     if row is None:
         return None
     now = wall_now if wall_now is not None else row.now
@@ -119,7 +135,7 @@ class SnapshotRows:
 
 
 @cache
-def _snapshot_statement() -> Select[*tuple[Any, ...]]:
+def snapshot_statement() -> Select[*tuple[Any, ...]]:
     org = Organization.id
     members = select(func.count()).select_from(User).where(User.org_id == org).scalar_subquery()
     invited = select(func.count()).select_from(Invitation).where(Invitation.org_id == org).scalar_subquery()
@@ -143,7 +159,11 @@ def snapshot_rows(db: Session, org_id: str) -> SnapshotRows | None:
     """One round trip (a row per add-on the organization holds, at least one). Run it after taking the
     organization lock when deciding a change: a statement's reads are not ordered after a lock taken
     by the same statement."""
-    rows = db.execute(_snapshot_statement(), {"org_id": org_id}).all()
+    return snapshot_of_rows(db.execute(snapshot_statement(), {"org_id": org_id}).all())
+
+
+def snapshot_of_rows(rows: Sequence[Any]) -> SnapshotRows | None:
+    """The ``SnapshotRows`` in the rows of ``snapshot_statement`` (None: no such organization)."""
     if not rows:
         return None
     first = rows[0]

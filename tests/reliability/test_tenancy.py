@@ -106,6 +106,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", ORG_PREFIX + "/invitations"): Rule("any", 200),
     ("POST", ORG_PREFIX + "/invitations"): Rule("manager", 201, {"email": "matrix@example.test"}),
     ("DELETE", ORG_PREFIX + "/invitations/{invitation_id}"): Rule("manager", 204),
+    # Any member (and the operator key): the platform's backend spends for every answer (SPEC §11).
+    ("POST", ORG_PREFIX + "/credits/spend"): Rule("any", 200, {"activity": "tool", "reference": "matrix",
+                                                               "playground": True}),
 }
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout as LanePoolTimeout
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -15,8 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from slotwise import __version__, web
 from slotwise.api.admission import Admission
 from slotwise.api.deps import AppState
+from slotwise.api.fastlane import Lane
 from slotwise.api.limits import BodySizeLimit
-from slotwise.api.routers import billing, operator, spend, team, usage
+from slotwise.api.routers import billing, fast, operator, spend, team, usage
 from slotwise.catalog import Catalog, load_catalog
 from slotwise.clock import Clock, SimulatedClock, SystemClock
 from slotwise.config import Settings
@@ -57,7 +62,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=409)
 
     @app.exception_handler(OperationalError)
+    @app.exception_handler(psycopg.OperationalError)  # on the fast lane (api/fastlane.py)
     @app.exception_handler(PoolTimeout)  # no pooled connection came free in time (db.POOL_TIMEOUT_SECONDS)
+    @app.exception_handler(LanePoolTimeout)
     async def database_busy(_: Request, exc: Exception) -> JSONResponse:
         body = {"error": {"code": "unavailable", "message": "The database is busy. Try again shortly."}}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
@@ -71,6 +78,19 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
         return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
                             headers=getattr(exc, "headers", None))
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """From startup to shutdown: the fast lane's connection pool."""
+    state: AppState = app.state.slotwise
+    if state.lane is not None:
+        await state.lane.open()
+    try:
+        yield
+    finally:
+        if state.lane is not None:
+            await state.lane.close()
 
 
 def create_app(
@@ -88,14 +108,19 @@ def create_app(
     env = Env(catalog=catalog or load_catalog(settings.catalog_path), gateway=gateway or SandboxGateway(),
               quantity_changes_per_hour=settings.quantity_changes_per_hour)
     app = FastAPI(title="slotwise", version=__version__,
-                  description="Plans, per-slot add-ons, pro-rated monthly billing and capacity.")
-    app.state.slotwise = AppState(settings=settings, sessions=make_sessionmaker(engine), env=env, clock=clock)
+                  description="Plans, per-slot add-ons, pro-rated monthly billing and capacity.", lifespan=lifespan)
+    lane = Lane(str(engine.url.render_as_string(hide_password=False)), size=settings.concurrency) \
+        if engine.dialect.name == "postgresql" else None
+    app.state.slotwise = AppState(settings=settings, sessions=make_sessionmaker(engine), env=env, clock=clock,
+                                  lane=lane)
     install_error_handlers(app)
     install_redaction()
     # SLOTWISE_CONCURRENCY requests in the app at once, the rest queued or refused with 503; inside
     # the body limit, so that a slow or oversized body never holds one of those places.
     app.add_middleware(Admission, concurrency=settings.concurrency)
     app.add_middleware(BodySizeLimit)  # 413 above 64 KiB, before any parsing
+    if lane is not None:  # ahead of the general routes it takes over (see routers/fast.py)
+        app.include_router(fast.router)
     for router in (operator.router, billing.router, team.router, spend.router, usage.router):
         app.include_router(router)
     web.install(app)  # the customer pages (Jinja2) and their static files

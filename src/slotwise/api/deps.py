@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property, partial
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
@@ -24,6 +24,9 @@ from slotwise.security import hash_secret
 from slotwise.services import renewals
 from slotwise.services.context import Actor, Env
 
+if TYPE_CHECKING:
+    from slotwise.api.fastlane import Lane
+
 
 @dataclass(frozen=True)
 class AppState:
@@ -31,6 +34,13 @@ class AppState:
     sessions: sessionmaker[Session]
     env: Env
     clock: Clock
+    lane: Lane | None = None  # PostgreSQL's fast lane for the hottest routes (api.fastlane)
+
+    def read_clock(self) -> datetime:
+        """The billing time read in a transaction of its own (the simulated clock's first read
+        creates its row)."""
+        with self.sessions.begin() as db:
+            return self.clock.now(db)
 
     @cached_property
     def autocommit(self) -> Engine | None:
@@ -167,9 +177,14 @@ def run_what_came_due(state: AppState, db: Session, *, org_id: str, at: datetime
     if not known_due and not repo.org_has_due_work(db, org_id, at):
         return
     db.commit()
+    catch_up_now(state, org_id=org_id, at=at)
+    db.expire_all()
+
+
+def catch_up_now(state: AppState, *, org_id: str, at: datetime) -> None:
+    """Run what came due for ``org_id`` by ``at`` in a transaction of its own, committed."""
     with state.sessions.begin() as own:
         renewals.catch_up(own, env=state.env, org_id=org_id, at=at)
-    db.expire_all()
 
 
 def refuse_impossible_ids(request: Request) -> None:
@@ -183,13 +198,13 @@ OrgActor = Annotated[Actor, Depends(org_actor)]
 UserActor = Annotated[Actor, Depends(current_user_actor)]
 
 
-def _is_operator_key(token: str, state: AppState) -> bool:
+def is_operator_key(token: str, state: AppState) -> bool:
     key = state.settings.operator_key
     return key is not None and key != "" and hmac.compare_digest(token.encode(), key.encode())
 
 
 def operator(request: Request, state: StateDep) -> None:
-    if not _is_operator_key(bearer_token(request), state):
+    if not is_operator_key(bearer_token(request), state):
         raise Unauthenticated("The operator key is required.")
     refuse_impossible_ids(request)
 
@@ -208,7 +223,7 @@ async def member_or_operator(org: str, request: Request, caller: CallerDep, stat
                              db: SessionDep, now: NowDep) -> OrgReader:
     token = bearer_token(request)
     refuse_impossible_ids(request)
-    if caller is None and _is_operator_key(token, state):
+    if caller is None and is_operator_key(token, state):
         await run_in_threadpool(partial(run_what_came_due, state, db, org_id=org, at=now))
         return OrgReader(org, None)
     if caller is None:

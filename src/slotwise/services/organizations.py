@@ -17,7 +17,7 @@ from slotwise.capacity import (
 )
 from slotwise.catalog import RESOURCES
 from slotwise.errors import EmailTaken, InvalidRequest, NotFound, TeamsUnavailable
-from slotwise.hotpath import OrganizationRow, SubscriptionRow, snapshot_rows
+from slotwise.hotpath import OrganizationRow, SnapshotRows, SubscriptionRow, snapshot_rows
 from slotwise.models import ApiToken, CreditAccount, Organization, User, email_key, new_id
 from slotwise.security import hash_password, new_secret
 from slotwise.services.context import Env, Role
@@ -152,7 +152,10 @@ class OrganizationSummary:
 
 def organization_summary(db: Session, *, env: Env, org_id: str) -> OrganizationSummary:
     """Plan, period, capacity per resource and the monthly total, from one statement."""
-    rows = snapshot_rows(db, org_id)
+    return summary_of(snapshot_rows(db, org_id), env=env)
+
+
+def summary_of(rows: SnapshotRows | None, *, env: Env) -> OrganizationSummary:
     if rows is None:
         raise NotFound("No such organization.")
     snap = snapshot_of(rows, env.catalog)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import psycopg
 from sqlalchemy import Connection, Date, TextClause, bindparam, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import BindParameter
@@ -34,6 +35,7 @@ from slotwise.errors import Conflict, IdempotencyConflict, InsufficientCredits, 
 from slotwise.models import UTCDateTime, new_id
 
 RECHARGE_JOB = "credit_recharge"
+UNIQUE_VIOLATION = psycopg.errors.UniqueViolation  # the lane's form of a reference race
 RETRY_AFTER_FAILURE = timedelta(hours=1)  # a failed recharge is tried again no sooner than this
 
 
@@ -47,8 +49,8 @@ class SpendRequest:
     playground: bool = False
 
     def digest(self) -> str:
-        """The body a repeat of the reference must match."""
-        body = [self.activity, self.model, self.units, self.agent_id, self.playground, self.reference]
+        """The body a repeat of the reference must match (the reference itself is equal by definition)."""
+        body = [self.activity, self.model, self.units, self.agent_id, self.playground]
         return hashlib.sha256(json.dumps(body).encode()).hexdigest()
 
 
@@ -79,18 +81,21 @@ def spend(conn: Connection, *, terms: CreditTerms, org_id: str, request: SpendRe
     ``at`` is the billing time (the day the usage is counted on, the recharge's failure back-off);
     ``wall_now`` the real time a queued recharge becomes runnable. On PostgreSQL run it on an
     autocommit connection (one round trip; a unique-reference race is then answered from the winner);
-    on SQLite inside a BEGIN IMMEDIATE transaction.
+    on SQLite inside a BEGIN IMMEDIATE transaction. (``api.fastlane`` runs the same statements on the
+    event loop.)
     """
+    cost, values = prepare(terms, org_id, request, at, wall_now)
+    if conn.dialect.name == "postgresql":
+        return _spend_postgresql(conn, request, cost, values)
+    return _spend_sqlite(conn, request, cost, values)
+
+
+def prepare(terms: CreditTerms, org_id: str, request: SpendRequest, at: datetime,
+            wall_now: datetime) -> tuple[int, dict[str, Any]]:
+    """The spend's cost and its statements' parameters."""
     cost = spend_cost(terms, activity=request.activity, model=request.model, units=request.units,
                       playground=request.playground)
-    params = _params(org_id, request, cost, at, wall_now)
-    if conn.dialect.name == "postgresql":
-        return _spend_postgresql(conn, request, cost, params)
-    return _spend_sqlite(conn, request, cost, params)
-
-
-def _params(org_id: str, request: SpendRequest, cost: int, at: datetime, wall_now: datetime) -> dict[str, Any]:
-    return {
+    return cost, {
         "org_id": org_id, "cost": cost, "entry_id": new_id("cre"), "job_id": new_id("job"),
         "reference": request.reference, "request_hash": request.digest(), "activity": request.activity,
         "model": request.model, "units": request.units, "agent_id": request.agent_id,
@@ -98,6 +103,33 @@ def _params(org_id: str, request: SpendRequest, cost: int, at: datetime, wall_no
         "messages": request.units if request.activity == "message" else 0,
         "now": at, "day": at.date(), "failed_before": at - RETRY_AFTER_FAILURE, "wall_now": wall_now,
     }
+
+
+def spent_of(row: Any, request: SpendRequest, cost: int, values: dict[str, Any]) -> Spent:
+    """The answer to a debit, from the spend statement's row."""
+    return Spent(values["entry_id"], request.reference, cost, row.last_from_plan, cost - row.last_from_plan,
+                 row.plan_balance, row.topup_balance, recharge_requested=bool(row.recharge))
+
+
+def replay_of(row: Any, values: dict[str, Any]) -> Spent:
+    """The first answer to this reference (a row of ``PRIOR``), or ``idempotency_conflict`` if it was
+    another body."""
+    if row.request_hash != values["request_hash"]:
+        raise IdempotencyConflict("This reference was already used for a different spend.")
+    return Spent(row.id, row.reference, row.cost, -row.plan_delta, -row.topup_delta, row.plan_after,
+                 row.topup_after, replayed=True)
+
+
+def refuse(request: SpendRequest, cost: int, *, seen_total: int | None, agent_state: AgentState) -> None:
+    """Why a spend debited nothing: no such organization or agent, or not enough credits."""
+    if seen_total is None:
+        raise NotFound("No such organization.")
+    if agent_state == "missing":
+        raise NotFound("No such agent.", field="agent_id")
+    if agent_state == "archived":
+        raise Conflict("This agent is archived. Unarchive it to let it spend credits.", field="agent_id")
+    message = InsufficientCredits.VOICE_MESSAGE if request.activity == "voice" else None
+    raise InsufficientCredits(message, cost=cost, balance=seen_total)
 
 
 _TYPES: dict[str, TypeEngine[Any]] = {"now": UTCDateTime(), "failed_before": UTCDateTime(),
@@ -125,7 +157,7 @@ _AGENT_STATE = """CASE WHEN CAST(:agent_id AS VARCHAR) IS NULL THEN 'none'
                          AND g.archived_at IS NOT NULL) THEN 'archived'
             ELSE 'ok' END"""
 
-_SPEND_POSTGRESQL = _sql(f"""
+SPEND_POSTGRESQL = _sql(f"""
 WITH debit AS (
     UPDATE credit_accounts a SET
         plan_balance = a.plan_balance - LEAST(a.plan_balance, :cost),
@@ -163,9 +195,9 @@ LEFT JOIN credit_accounts a ON a.org_id = :org_id
 """)
 
 
-def _spend_postgresql(conn: Connection, request: SpendRequest, cost: int, params: dict[str, Any]) -> Spent:
+def _spend_postgresql(conn: Connection, request: SpendRequest, cost: int, values: dict[str, Any]) -> Spent:
     try:
-        row = conn.execute(_SPEND_POSTGRESQL, params).one()
+        row = conn.execute(SPEND_POSTGRESQL, values).one()
     except IntegrityError:
         # Another spend with this reference committed while this one waited for the row lock: the
         # statement (and its debit) was undone whole; in autocommit, answer from the winner (inside a
@@ -174,49 +206,23 @@ def _spend_postgresql(conn: Connection, request: SpendRequest, cost: int, params
             raise
         row = None
     if row is not None and row.plan_balance is not None:
-        return Spent(params["entry_id"], request.reference, cost, row.last_from_plan, cost - row.last_from_plan,
-                     row.plan_balance, row.topup_balance, recharge_requested=bool(row.recharge))
-    prior = _prior(conn, params)
+        return spent_of(row, request, cost, values)
+    prior = conn.execute(PRIOR, values).one_or_none()
     if prior is not None:
-        return prior
+        return replay_of(prior, values)
     assert row is not None  # a unique-reference race always leaves a prior entry
-    _refuse(conn, request, cost, params, seen_total=row.seen_total, agent_state=row.agent_state)
+    balance = row.seen_total
+    if balance is not None and balance >= cost and row.agent_state in ("none", "ok"):
+        balance = conn.execute(BALANCE, values).scalar_one()  # a spend committed meanwhile
+    refuse(request, cost, seen_total=balance, agent_state=row.agent_state)
     raise AssertionError("unreachable")
 
 
-_PRIOR = _sql("""
+PRIOR = _sql("""
 SELECT id, reference, request_hash, cost, plan_delta, topup_delta, plan_after, topup_after
 FROM credit_ledger WHERE org_id = :org_id AND reference = :reference
 """)
-
-
-def _prior(conn: Connection, params: dict[str, Any]) -> Spent | None:
-    """The first answer to this reference, or ``idempotency_conflict`` if it was another body."""
-    row = conn.execute(_PRIOR, params).one_or_none()
-    if row is None:
-        return None
-    if row.request_hash != params["request_hash"]:
-        raise IdempotencyConflict("This reference was already used for a different spend.")
-    return Spent(row.id, row.reference, row.cost, -row.plan_delta, -row.topup_delta, row.plan_after,
-                 row.topup_after, replayed=True)
-
-
-_BALANCE = _sql("SELECT plan_balance + topup_balance AS total FROM credit_accounts WHERE org_id = :org_id")
-
-
-def _refuse(conn: Connection, request: SpendRequest, cost: int, params: dict[str, Any], *,
-            seen_total: int | None, agent_state: AgentState) -> None:
-    """Why a spend debited nothing: no such organization or agent, or not enough credits."""
-    if seen_total is None:
-        raise NotFound("No such organization.")
-    if agent_state == "missing":
-        raise NotFound("No such agent.", field="agent_id")
-    if agent_state == "archived":
-        raise Conflict("This agent is archived. Unarchive it to let it spend credits.", field="agent_id")
-    if seen_total >= cost:  # the statement's snapshot predates a spend that committed meanwhile
-        seen_total = conn.execute(_BALANCE, params).scalar_one()
-    message = InsufficientCredits.VOICE_MESSAGE if request.activity == "voice" else None
-    raise InsufficientCredits(message, cost=cost, balance=seen_total)
+BALANCE = _sql("SELECT plan_balance + topup_balance AS total FROM credit_accounts WHERE org_id = :org_id")
 
 
 _ACCOUNT_SQLITE = _sql(f"""
@@ -234,8 +240,9 @@ WHERE org_id = :org_id
 _ENTRY_SQLITE = _sql("""
 INSERT INTO credit_ledger (id, org_id, kind, plan_delta, topup_delta, reference, request_hash, activity, model,
                            units, cost, agent_id, playground, plan_after, topup_after, created_at)
-VALUES (:entry_id, :org_id, 'spend', -:from_plan, -:from_topup, :reference, :request_hash, :activity, :model,
-        :units, :cost, :agent_id, :playground, :plan_after, :topup_after, :now)
+SELECT :entry_id, :org_id, 'spend', -:from_plan, -:from_topup, :reference, :request_hash, :activity, :model,
+       :units, :cost, :agent_id, :playground, plan_balance, topup_balance, :now
+FROM credit_accounts WHERE org_id = :org_id
 """)
 _USAGE_SQLITE = _sql("""
 INSERT INTO credit_usage (org_id, day, agent_key, credits, messages)
@@ -251,21 +258,20 @@ VALUES (:job_id, '{RECHARGE_JOB}', :org_id, '{{}}', :wall_now, 0, :wall_now)
 
 def _spend_sqlite(conn: Connection, request: SpendRequest, cost: int, params: dict[str, Any]) -> Spent:
     """The same spend as a few statements: the caller's BEGIN IMMEDIATE already holds the write lock."""
-    prior = _prior(conn, params)
+    prior = conn.execute(PRIOR, params).one_or_none()
     if prior is not None:
-        return prior
+        return replay_of(prior, params)
     account = conn.execute(_ACCOUNT_SQLITE, params).one_or_none()
     if account is None:
         raise NotFound("No such organization.")
     taken = split(cost, plan=account.plan_balance, topup=account.topup_balance)
     if taken is None or account.agent_state not in ("none", "ok"):
-        _refuse(conn, request, cost, params, seen_total=account.plan_balance + account.topup_balance,
-                agent_state=account.agent_state)
+        refuse(request, cost, seen_total=account.plan_balance + account.topup_balance,
+               agent_state=account.agent_state)
     assert taken is not None
     plan, topup = account.plan_balance - taken.from_plan, account.topup_balance - taken.from_topup
     recharge = bool(account.recharge_due)
-    values = {**params, "from_plan": taken.from_plan, "from_topup": taken.from_topup, "recharge": recharge,
-              "plan_after": plan, "topup_after": topup}
+    values = {**params, "from_plan": taken.from_plan, "from_topup": taken.from_topup, "recharge": recharge}
     conn.execute(_DEBIT_SQLITE, values)
     conn.execute(_ENTRY_SQLITE, values)
     conn.execute(_USAGE_SQLITE, values)

@@ -9,7 +9,7 @@ from slotwise.api import schemas as s
 from slotwise.api.deps import AUTOCOMMIT_ROUTES, MemberOrOperator, NowDep, SessionDep, StateDep
 from slotwise.api.responses import json_body
 from slotwise.clock import wall_now
-from slotwise.services.spend import SpendRequest, spend
+from slotwise.services.spend import SpendRequest, Spent, spend
 
 router = APIRouter(tags=["credits"])
 SPEND = "/v1/organizations/{org}/credits/spend"
@@ -26,6 +26,10 @@ def spend_credits(body: s.SpendIn, reader: MemberOrOperator, db: SessionDep, sta
                            agent_id=body.agent_id, playground=body.playground)
     done = spend(db.connection(), terms=state.env.catalog.credits, org_id=reader.org_id, request=request, at=now,
                  wall_now=wall_now())
-    return json_body(s.SpendOut(
-        id=done.id, reference=done.reference, cost=done.cost, from_plan=done.from_plan, from_topup=done.from_topup,
-        balance=s.CreditBalance(plan=done.plan, topup=done.topup, total=done.total), replayed=done.replayed))
+    return json_body(spend_answer(done))
+
+
+def spend_answer(done: Spent) -> s.SpendOut:
+    return s.SpendOut(id=done.id, reference=done.reference, cost=done.cost, from_plan=done.from_plan,
+                      from_topup=done.from_topup, replayed=done.replayed,
+                      balance=s.CreditBalance(plan=done.plan, topup=done.topup, total=done.total))

@@ -1,0 +1,185 @@
+"""The request path's fast lane on PostgreSQL: the hottest routes run their statements on the event
+loop with psycopg's async driver, as prepared statements, with no worker thread and no ORM.
+
+The general path (a SQLAlchemy session on a worker thread) costs three thread hand-offs per request,
+and each wakes the event loop through its self-pipe: measured, that is more than the statements
+themselves. Here a request takes a connection from an async pool (``psycopg_pool``, autocommit,
+sized by ``SLOTWISE_CONCURRENCY`` like the engine's), sends the same statements the general path
+sends — compiled once from the same SQLAlchemy Core objects (``hotpath``, ``repositories``,
+``services.spend``), so there is one text of each — and answers. A creation sends its transaction in
+pipeline mode: BEGIN, the organization lock and the snapshot go out together (PostgreSQL still runs
+them in order, so the snapshot is read after the lock is held), then the insert and COMMIT: two
+round trips.
+
+Only PostgreSQL has the lane; on SQLite every route takes the general path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import namedtuple_row
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import ClauseElement, bindparam, insert, make_url, select, update
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from slotwise import hotpath
+from slotwise.capacity import reserve_growth
+from slotwise.catalog import Catalog
+from slotwise.db import POOL_TIMEOUT_SECONDS
+from slotwise.errors import NotFound
+from slotwise.hotpath import Caller, SnapshotRows
+from slotwise.models import Agent, OrgAddon, Organization, new_id
+from slotwise.services import spend as spending
+from slotwise.services.agents import AgentChange, NewAgent
+from slotwise.services.snapshot import snapshot_of
+
+_DIALECT = psycopg_dialect.dialect()  # type: ignore[no-untyped-call]
+_EXPANDING = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A statement as psycopg takes it: the SQL text with ``%(name)s`` placeholders, and the values
+    of the parameters fixed when it was built (constants such as ``status != 'canceled'``)."""
+
+    sql: str
+    fixed: dict[str, Any]
+
+    def bind(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {**self.fixed, **values}
+
+
+def compile_statement(statement: ClauseElement) -> Compiled:
+    """Compile a Core statement once for psycopg; an ``IN`` over a fixed tuple becomes one
+    placeholder per value."""
+    compiled = statement.compile(dialect=_DIALECT)
+    assert isinstance(compiled, SQLCompiler)
+    fixed = {name: value for name, value in compiled.params.items() if not compiled.binds[name].required}
+    sql = str(compiled)
+
+    def expand(match: re.Match[str]) -> str:
+        name = match.group(1)
+        values = fixed.pop(name)
+        for i, value in enumerate(values, 1):
+            fixed[f"{name}_{i}"] = value
+        return ", ".join(f"%({name}_{i})s" for i in range(1, len(values) + 1))
+
+    return Compiled(_EXPANDING.sub(expand, sql), fixed)
+
+
+_LOCK = compile_statement(select(Organization.id).where(Organization.id == bindparam("org_id"))
+                          .with_for_update(key_share=True))
+_INSERT_AGENT = compile_statement(insert(Agent).values(
+    id=bindparam("id"), org_id=bindparam("org_id"), name=bindparam("name"), archived_at=None,
+    created_at=bindparam("created_at")))
+_RESTORE_SLOTS = compile_statement(
+    update(OrgAddon).where(OrgAddon.org_id == bindparam("org_id"), OrgAddon.addon_code == bindparam("code"))
+    .values(renewal_slots=OrgAddon.renewal_slots + bindparam("restore"), updated_at=bindparam("at")))
+_CALLER = {simulated: compile_statement(hotpath.caller_statement(simulated)) for simulated in (False, True)}
+_SNAPSHOT = compile_statement(hotpath.snapshot_statement())
+_TIME = {simulated: compile_statement(hotpath.time_statement(simulated)) for simulated in (False, True)}
+_SPEND = compile_statement(spending.SPEND_POSTGRESQL)
+_PRIOR = compile_statement(spending.PRIOR)
+_BALANCE = compile_statement(spending.BALANCE)
+
+
+class Lane:
+    """The async pool and the hot operations on it. ``trace`` (tests) collects each statement sent."""
+
+    def __init__(self, database_url: str, *, size: int) -> None:
+        url = make_url(database_url).set(drivername="postgresql")
+        conninfo = url.render_as_string(hide_password=False)
+        self.pool = AsyncConnectionPool(
+            conninfo, min_size=size, max_size=size, timeout=POOL_TIMEOUT_SECONDS, open=False,
+            # Autocommit: reads need no transaction, a creation opens its own. Prepared from the first
+            # use. UTC, so dates are the billing dates everywhere (as UTCDateTime makes them).
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": namedtuple_row,
+                    "options": "-c TimeZone=UTC"})
+        self.trace: list[str] | None = None
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        async with self.pool.connection() as conn:
+            yield conn
+
+    async def _run(self, conn: AsyncConnection[Any], statement: Compiled, values: dict[str, Any]) -> list[Any]:
+        if self.trace is not None:
+            self.trace.append(statement.sql)
+        cursor = await conn.execute(statement.sql, statement.bind(values))
+        return await cursor.fetchall() if cursor.description else []
+
+    async def caller(self, conn: AsyncConnection[Any], token_hash: str, *, wall_now: datetime | None) -> Caller | None:
+        """``hotpath.caller`` on the lane: one round trip."""
+        values: dict[str, Any] = {"token_hash": token_hash}
+        if wall_now is not None:
+            values["now"] = wall_now
+        rows = await self._run(conn, _CALLER[wall_now is None], values)
+        return hotpath.caller_of(rows[0] if rows else None, wall_now)
+
+    async def time_for(self, conn: AsyncConnection[Any], org_id: str, *, simulated: bool,
+                       wall: datetime | None) -> tuple[datetime | None, bool]:
+        """The billing time and whether ``org_id`` has work due by then (for the operator key, which
+        has no caller row to read them with); the time is None until the simulated clock has a row."""
+        values: dict[str, Any] = {"org_id": org_id} if simulated else {"org_id": org_id, "now": wall}
+        row = (await self._run(conn, _TIME[simulated], values))[0]
+        now = row.now if simulated else wall
+        return now, bool(row.due) if now is not None else False
+
+    async def snapshot(self, conn: AsyncConnection[Any], org_id: str) -> SnapshotRows | None:
+        return hotpath.snapshot_of_rows(await self._run(conn, _SNAPSHOT, {"org_id": org_id}))
+
+    async def create_agent(self, conn: AsyncConnection[Any], *, catalog: Catalog, org_id: str, name: str,
+                           at: datetime) -> AgentChange:
+        """``services.agents.create_agent`` on the lane, in two round trips (see the module's note)."""
+        async with conn.pipeline(), conn.transaction():
+            if self.trace is not None:
+                self.trace.extend([_LOCK.sql, _SNAPSHOT.sql])
+            locked = await conn.execute(_LOCK.sql, _LOCK.bind({"org_id": org_id}))
+            read = await conn.execute(_SNAPSHOT.sql, _SNAPSHOT.bind({"org_id": org_id}))
+            if await locked.fetchone() is None:
+                raise NotFound("No such organization.")
+            rows = hotpath.snapshot_of_rows(await read.fetchall())
+            assert rows is not None  # locked above
+            decision = reserve_growth(snapshot_of(rows, catalog), "agents")
+            if decision.restore_slots > 0:
+                await self._run(conn, _RESTORE_SLOTS, {"org_id": org_id, "code": decision.addon,
+                                                       "restore": decision.restore_slots, "at": at})
+            agent = NewAgent(new_id("agt"), name.strip(), None, at)
+            await self._run(conn, _INSERT_AGENT, {"id": agent.id, "org_id": org_id, "name": agent.name,
+                                                  "created_at": at})
+        return AgentChange(agent, decision.restore_slots)
+
+    async def spend(self, conn: AsyncConnection[Any], *, catalog: Catalog, org_id: str,
+                    request: spending.SpendRequest, at: datetime, wall_now: datetime) -> spending.Spent:
+        """``services.spend.spend`` on the lane: one statement, one round trip (a refusal reads why)."""
+        cost, values = spending.prepare(catalog.credits, org_id, request, at, wall_now)
+        try:
+            rows = await self._run(conn, _SPEND, values)
+        except spending.UNIQUE_VIOLATION:
+            rows = []  # a same-reference spend won the race: answered below from its entry
+        row = rows[0] if rows else None
+        if row is not None and row.plan_balance is not None:
+            return spending.spent_of(row, request, cost, values)
+        prior = await self._run(conn, _PRIOR, values)
+        if prior:
+            return spending.replay_of(prior[0], values)
+        assert row is not None
+        balance = row.seen_total
+        if balance is not None and balance >= cost and row.agent_state in ("none", "ok"):
+            balance = (await self._run(conn, _BALANCE, values))[0].total  # a spend committed meanwhile
+        spending.refuse(request, cost, seen_total=balance, agent_state=row.agent_state)
+        raise AssertionError("unreachable")
