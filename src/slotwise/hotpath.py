@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, exists, func, literal, or_, select
+from sqlalchemy import FromClause, Select, and_, bindparam, exists, func, literal, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -22,6 +22,7 @@ from slotwise.models import (
     Agent,
     ApiToken,
     ClockState,
+    CreditAccount,
     Invitation,
     Invoice,
     OrgAddon,
@@ -50,7 +51,8 @@ def _due_by(org_id: Any, now: ColumnElement[Any]) -> ColumnElement[bool]:
     renewal = exists().where(Subscription.org_id == org_id, Subscription.status.in_(RENEWING),
                              Subscription.period_end <= now)
     retry = exists().where(Invoice.org_id == org_id, Invoice.status == "open", Invoice.next_retry_at <= now)
-    return or_(renewal, retry)
+    refill = exists().where(CreditAccount.org_id == org_id, CreditAccount.refills_at <= now)  # SPEC §11
+    return or_(renewal, retry, refill)
 
 
 def _billing_time(simulated: bool) -> ColumnElement[Any]:
@@ -69,7 +71,8 @@ def time_statement(simulated: bool) -> Select[*tuple[Any, ...]]:
 @cache
 def caller_statement(simulated: bool) -> Select[*tuple[Any, ...]]:
     now = _billing_time(simulated)
-    return (select(User.id, User.org_id, User.role, now.label("now"), _due_by(User.org_id, now).label("due"))
+    return (select(User.id.label("caller_id"), User.org_id.label("caller_org"), User.role.label("caller_role"),
+                   now.label("now"), _due_by(User.org_id, now).label("due"))
             .join(ApiToken, ApiToken.user_id == User.id)
             .where(ApiToken.token_hash == bindparam("token_hash")))
 
@@ -88,7 +91,7 @@ def caller_of(row: Any, wall_now: datetime | None) -> Caller | None:
     if row is None:
         return None
     now = wall_now if wall_now is not None else row.now
-    return Caller(row.id, row.org_id, row.role, now, bool(row.due) if now is not None else False)
+    return Caller(row.caller_id, row.caller_org, row.caller_role, now, bool(row.due) if now is not None else False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,25 +137,43 @@ class SnapshotRows:
     addons: Sequence[AddonRow]
 
 
-@cache
-def snapshot_statement() -> Select[*tuple[Any, ...]]:
+def _snapshot_columns() -> list[Any]:
     org = Organization.id
     members = select(func.count()).select_from(User).where(User.org_id == org).scalar_subquery()
     invited = select(func.count()).select_from(Invitation).where(Invitation.org_id == org).scalar_subquery()
     agents = (select(func.count()).select_from(Agent)
               .where(Agent.org_id == org, Agent.archived_at.is_(None)).scalar_subquery())
-    return (
-        select(Organization.id, Organization.name, Organization.plan_code, Organization.card_brand,
-               Organization.card_last4, Organization.created_at,
-               Subscription.id.label("sub_id"), Subscription.plan_code.label("sub_plan"), Subscription.plan_price,
-               Subscription.currency, Subscription.status, Subscription.period_index, Subscription.period_start,
-               Subscription.period_end, Subscription.scheduled_plan_code,
-               (members + invited).label("members"), agents.label("agents"),
-               OrgAddon.addon_code, OrgAddon.active_slots, OrgAddon.renewal_slots, OrgAddon.unit_price)
-        .outerjoin(Subscription, and_(Subscription.org_id == org, Subscription.status != literal("canceled")))
-        .outerjoin(OrgAddon, OrgAddon.org_id == org)
-        .where(org == bindparam("org_id"))
-    )
+    return [Organization.id, Organization.name, Organization.plan_code, Organization.card_brand,
+            Organization.card_last4, Organization.created_at,
+            Subscription.id.label("sub_id"), Subscription.plan_code.label("sub_plan"), Subscription.plan_price,
+            Subscription.currency, Subscription.status, Subscription.period_index, Subscription.period_start,
+            Subscription.period_end, Subscription.scheduled_plan_code,
+            (members + invited).label("members"), agents.label("agents"),
+            OrgAddon.addon_code, OrgAddon.active_slots, OrgAddon.renewal_slots, OrgAddon.unit_price]
+
+
+def _with_subscription_and_addons(organizations: FromClause) -> FromClause:
+    org = Organization.id
+    return (organizations
+            .outerjoin(Subscription, and_(Subscription.org_id == org, Subscription.status != literal("canceled")))
+            .outerjoin(OrgAddon, OrgAddon.org_id == org))
+
+
+@cache
+def snapshot_statement() -> Select[*tuple[Any, ...]]:
+    return (select(*_snapshot_columns()).select_from(_with_subscription_and_addons(Organization.__table__))
+            .where(Organization.id == bindparam("org_id")))
+
+
+@cache
+def caller_snapshot_statement(simulated: bool) -> Select[*tuple[Any, ...]]:
+    """``caller_statement`` and ``snapshot_statement`` of organization ``org_id`` in one round trip: no
+    row without the token; the snapshot's columns are NULL unless the caller belongs to ``org_id``.
+    (Reading needs no lock: it answers what is committed.)"""
+    caller = caller_statement(simulated).subquery("caller")
+    organizations = caller.outerjoin(Organization, and_(Organization.id == caller.c.caller_org,
+                                                        Organization.id == bindparam("org_id")))
+    return select(*caller.c, *_snapshot_columns()).select_from(_with_subscription_and_addons(organizations))
 
 
 def snapshot_rows(db: Session, org_id: str) -> SnapshotRows | None:
@@ -164,7 +185,7 @@ def snapshot_rows(db: Session, org_id: str) -> SnapshotRows | None:
 
 def snapshot_of_rows(rows: Sequence[Any]) -> SnapshotRows | None:
     """The ``SnapshotRows`` in the rows of ``snapshot_statement`` (None: no such organization)."""
-    if not rows:
+    if not rows or rows[0].id is None:
         return None
     first = rows[0]
     sub = None if first.sub_id is None else SubscriptionRow(

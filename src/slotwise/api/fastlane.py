@@ -85,6 +85,8 @@ _RESTORE_SLOTS = compile_statement(
     .values(renewal_slots=OrgAddon.renewal_slots + bindparam("restore"), updated_at=bindparam("at")))
 _CALLER = {simulated: compile_statement(hotpath.caller_statement(simulated)) for simulated in (False, True)}
 _SNAPSHOT = compile_statement(hotpath.snapshot_statement())
+_CALLER_SNAPSHOT = {simulated: compile_statement(hotpath.caller_snapshot_statement(simulated))
+                    for simulated in (False, True)}
 _TIME = {simulated: compile_statement(hotpath.time_statement(simulated)) for simulated in (False, True)}
 _SPEND = compile_statement(spending.SPEND_POSTGRESQL)
 _PRIOR = compile_statement(spending.PRIOR)
@@ -129,6 +131,15 @@ class Lane:
             values["now"] = wall_now
         rows = await self._run(conn, _CALLER[wall_now is None], values)
         return hotpath.caller_of(rows[0] if rows else None, wall_now)
+
+    async def caller_and_snapshot(self, conn: AsyncConnection[Any], token_hash: str, org_id: str, *,
+                                  wall_now: datetime | None) -> tuple[Caller | None, SnapshotRows | None]:
+        """The caller and, if they belong to it, organization ``org_id``'s snapshot: one round trip."""
+        values: dict[str, Any] = {"token_hash": token_hash, "org_id": org_id}
+        if wall_now is not None:
+            values["now"] = wall_now
+        rows = await self._run(conn, _CALLER_SNAPSHOT[wall_now is None], values)
+        return hotpath.caller_of(rows[0] if rows else None, wall_now), hotpath.snapshot_of_rows(rows)
 
     async def time_for(self, conn: AsyncConnection[Any], org_id: str, *, simulated: bool,
                        wall: datetime | None) -> tuple[datetime | None, bool]:
