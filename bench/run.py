@@ -25,7 +25,9 @@ figure's length (pgbench: whole seconds); ``--quick`` is a tiny pass (1 client, 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
+import multiprocessing
 import os
 import platform
 import random
@@ -33,18 +35,19 @@ import re
 import sqlite3
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy import Engine, Table, UniqueConstraint, create_engine, event, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from slotwise.api.fastlane import Lane
 from slotwise.catalog import load_catalog
 from slotwise.config import normalize_database_url
 from slotwise.db import make_engine, make_sessionmaker, transaction
@@ -74,6 +77,12 @@ class Operation:
     # One statement atomic on its own (the credit spend): sent in autocommit on PostgreSQL, as the
     # server sends it, and replayed by pgbench without BEGIN and COMMIT.
     autocommit: bool = False
+    # The same operation on PostgreSQL's fast lane (api/fastlane.py: psycopg async, what the server runs
+    # for it on PostgreSQL), same statements; ``call`` is then only used to capture them.
+    lane: LaneCall | None = None
+
+
+LaneCall = Callable[[Lane, AsyncConnection[Any], Actor], Awaitable[object]]
 
 
 def _spend(db: Session, actor: Actor) -> object:
@@ -89,6 +98,13 @@ OPERATIONS = (
     Operation("remove 1 slot", lambda db, actor: addons.remove_slots(
         db, env=ENV, actor=actor, addon_code="agent_slots", quantity=1, at=AT)),
     Operation("spend 1 credit", _spend, autocommit=True),
+    Operation("create agent, fast lane", lambda db, actor: agents.create_agent(
+        db, env=ENV, actor=actor, name="bench", at=AT),
+              lane=lambda lane, conn, actor: lane.create_agent(conn, catalog=ENV.catalog, org_id=actor.org_id,
+                                                               name="bench", at=AT)),
+    Operation("spend 1 credit, fast lane", _spend, autocommit=True, lane=lambda lane, conn, actor: lane.spend(
+        conn, catalog=ENV.catalog, org_id=actor.org_id, at=AT, wall_now=AT,
+        request=spend.SpendRequest(activity="tool", reference=new_id("ref")))),
 )
 
 
@@ -294,33 +310,79 @@ def _slotwise(engine: Engine, pool: Organizations, op: Operation, first: int, pe
               seconds: float) -> Measure:
     """slotwise's service function: client ``c``'s ``k``-th operation is on organization
     ``first + c + clients * (k // PER_ORG)``, exactly as on the floor. Each client completes at least
-    one organization, however slow, so there is one to compare with the floor's."""
-    sessions = _sessions(engine, op)
-    done, short = [0] * clients, threading.Event()
-    stop = time.monotonic() + seconds
+    one organization, however slow, so there is one to compare with the floor's. With several clients
+    each is a process of its own, as pgbench's are and as the server's workers are (threads of one
+    interpreter would measure its lock, not slotwise)."""
+    if clients == 1:
+        started = time.monotonic()
+        done, sent = _client(engine, pool, op, first, per_client, 1, 0, time.monotonic() + seconds)
+        elapsed = time.monotonic() - started
+        return Measure(done / elapsed, done, sent / max(done, 1))
+    forked = multiprocessing.get_context("fork")
+    results = forked.Queue()
+    start = forked.Event()
 
-    def work(c: int) -> None:
-        k = 0
+    def child(c: int) -> None:
+        engine.dispose(close=False)  # the parent's connections stay the parent's
+        start.wait()
+        results.put(_client(engine, pool, op, first, per_client, clients, c, time.monotonic() + seconds))
+
+    children = [forked.Process(target=child, args=(c,)) for c in range(clients)]
+    for process in children:
+        process.start()
+    started = time.monotonic()
+    start.set()
+    outcomes = [results.get() for _ in children]
+    elapsed = time.monotonic() - started
+    for process in children:
+        process.join()
+    if any(done < 0 for done, _ in outcomes):
+        raise OutOfOrganizations
+    done = sum(d for d, _ in outcomes)
+    return Measure(done / elapsed, done, sum(n for _, n in outcomes) / max(done, 1))
+
+
+def _client(engine: Engine, pool: Organizations, op: Operation, first: int, per_client: int, clients: int, c: int,
+            stop: float) -> tuple[int, int]:
+    """One client's operations until ``stop`` (at least one organization's) and the statements they
+    sent; -1 operations if it ran out of organizations."""
+    if op.lane is not None:
+        return asyncio.run(_lane_client(engine, pool, op, first, per_client, clients, c, stop))
+    sessions = _sessions(engine, op)
+    k = 0
+    with counted(engine) as sent:
         while k < PER_ORG or time.monotonic() < stop:
             if k // PER_ORG >= per_client:
-                short.set()
-                return
+                return _ran_out(clients), len(sent)
             with transaction(sessions) as db:
                 op.call(db, pool.actor(first + c + clients * (k // PER_ORG)))
             k += 1
-        done[c] = k
+    return k, len(sent)
 
-    with counted(engine) as sent:
-        started = time.monotonic()
-        threads = [threading.Thread(target=work, args=(c,)) for c in range(clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.monotonic() - started
-    if short.is_set():
+
+async def _lane_client(engine: Engine, pool: Organizations, op: Operation, first: int, per_client: int,
+                       clients: int, c: int, stop: float) -> tuple[int, int]:
+    assert op.lane is not None
+    lane = Lane(engine.url.render_as_string(hide_password=False), size=1)
+    lane.trace = []
+    await lane.pool.open(wait=True)
+    k = 0
+    try:
+        async with lane.connection() as conn:
+            while k < PER_ORG or time.monotonic() < stop:
+                if k // PER_ORG >= per_client:
+                    return _ran_out(clients), len(lane.trace)
+                await op.lane(lane, conn, pool.actor(first + c + clients * (k // PER_ORG)))
+                k += 1
+    finally:
+        await lane.close()
+    return k, len(lane.trace)
+
+
+def _ran_out(clients: int) -> int:
+    if clients == 1:
         raise OutOfOrganizations
-    return Measure(sum(done) / elapsed, sum(done), len(sent) / max(sum(done), 1))
+    return -1
 
 
 def _sqlite_floor(path: Path, statements: Sequence[Statement], first: int, per_client: int, seconds: float) -> Measure:
@@ -448,7 +510,9 @@ Floor = Callable[[Sequence[Statement], int, int, int, bool], Measure]  # stateme
 def _rows(database: str, engine: Engine, clients: Sequence[int], seconds: float, floor_seconds: float,
           floor: Floor) -> list[Row]:
     pool = Organizations(engine)
-    return [_row(database, pool, op, n, seconds, floor_seconds, floor) for n in clients for op in OPERATIONS]
+    lane = engine.dialect.name == "postgresql"  # the fast lane exists on PostgreSQL only
+    return [_row(database, pool, op, n, seconds, floor_seconds, floor) for n in clients for op in OPERATIONS
+            if lane or op.lane is None]
 
 
 def _row(database: str, pool: Organizations, op: Operation, clients: int, seconds: float, floor_seconds: float,

@@ -42,10 +42,11 @@ def _postgres_base() -> str:
 def test_each_floor_replays_exactly_the_statements_slotwise_sends(database: str) -> None:
     rows = run.sqlite(QUICK) if database == "SQLite" else run.postgres(_postgres_base(), [1], QUICK)
 
-    assert [row.operation for row in rows] == [op.label for op in run.OPERATIONS]
+    lane = database == "PostgreSQL"  # the fast lane's operations run on PostgreSQL only
+    assert [row.operation for row in rows] == [op.label for op in run.OPERATIONS if lane or op.lane is None]
     for row in rows:
         assert row.slotwise.ops >= run.PER_ORG and row.floor.ops >= run.PER_ORG, row
-        assert row.slotwise.statements == row.floor.statements, row  # 3 to create, 8 to add, 5 to remove
+        assert row.slotwise.statements == row.floor.statements, row  # 3 to create, 8 to add, 5 to remove, 1 to spend
     assert run.problems(rows) == []
 
 
