@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import tempfile
+import threading
 from contextlib import ExitStack
 from typing import Any
 
@@ -60,12 +63,36 @@ def migrate() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int)
-def serve(host: str, port: int, workers: int) -> None:
-    """Migrate, then serve the API and pages (uvicorn with httptools and uvloop; see slotwise.server)."""
+@click.option("--no-worker", is_flag=True, help="Run no job worker in the server (as SLOTWISE_WORKER=0); "
+                                                "run `slotwise worker` instead.")
+def serve(host: str, port: int, workers: int, no_worker: bool) -> None:
+    """Migrate, then serve the API and pages (uvicorn with httptools and uvloop; see slotwise.server).
+
+    Each server process also runs a job worker (auto-recharges) unless told not to."""
     from slotwise.server import serve as run_server
 
+    if no_worker:
+        os.environ["SLOTWISE_WORKER"] = "0"  # read by each server process's app (slotwise.asgi)
     upgrade(Settings.from_env().database_url)
     run_server("slotwise.asgi:app", host=host, port=port, workers=workers, proxy_headers=True)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Run the jobs due now, then exit.")
+def worker(once: bool) -> None:
+    """Run queued jobs (auto-recharges) until stopped (Ctrl+C or SIGTERM); any number may run at once."""
+    from slotwise.worker import Worker
+
+    rt = Runtime()
+    runner = Worker(rt.sessions, env=rt.env, clock=rt.clock)
+    if once:
+        click.echo(f"slotwise worker: {runner.run_pending()} job(s) run.")
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    click.echo("slotwise worker: waiting for jobs (Ctrl+C to stop).", err=True)
+    runner.run_forever(stop)
 
 
 @main.group()

@@ -46,6 +46,9 @@ class Settings:
     secure_cookies: bool
     quantity_changes_per_hour: int = 30
     concurrency: int = DEFAULT_CONCURRENCY  # SLOTWISE_CONCURRENCY, see above
+    # SLOTWISE_WORKER (on unless 0): the server runs a job worker in each process (slotwise.worker).
+    # Off for settings made in code (tests drive their workers themselves).
+    run_worker: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -65,6 +68,7 @@ class Settings:
             secure_cookies=e.get("SLOTWISE_SECURE_COOKIES", "").lower() in ("1", "true", "yes"),
             quantity_changes_per_hour=int(e.get("SLOTWISE_QUANTITY_CHANGES_PER_HOUR") or 30),
             concurrency=_concurrency(e.get("SLOTWISE_CONCURRENCY")),
+            run_worker=e.get("SLOTWISE_WORKER", "1").strip().lower() not in ("0", "false", "no", "off"),
         )
 
 

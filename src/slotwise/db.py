@@ -23,7 +23,7 @@ def make_engine(url: str, *, concurrency: int = DEFAULT_CONCURRENCY, **kwargs: A
     # Statement parameters hold password hashes and token hashes: keep them out of every error
     # message and traceback the driver raises.
     kwargs.setdefault("hide_parameters", True)
-    if not _in_memory(url):  # an in-memory SQLite database has a pool of its own kind, unsized
+    if not in_memory(url):  # an in-memory SQLite database has a pool of its own kind, unsized
         kwargs.setdefault("pool_size", concurrency)
         kwargs.setdefault("max_overflow", 0)
         kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
@@ -40,7 +40,7 @@ def make_engine(url: str, *, concurrency: int = DEFAULT_CONCURRENCY, **kwargs: A
     return create_engine(url, pool_pre_ping=False, **kwargs)
 
 
-def _in_memory(url: str) -> bool:
+def in_memory(url: str) -> bool:
     parsed = make_url(url)
     return parsed.get_backend_name() == "sqlite" and (
         parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"

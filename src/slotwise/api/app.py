@@ -14,6 +14,7 @@ from psycopg_pool import PoolTimeout as LanePoolTimeout
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slotwise import __version__, web
@@ -22,6 +23,7 @@ from slotwise.api.deps import AppState
 from slotwise.api.fastlane import Lane
 from slotwise.api.limits import BodySizeLimit
 from slotwise.api.routers import billing, fast, operator, spend, team, usage
+from slotwise.api.routers.credits import router as credits_router
 from slotwise.catalog import Catalog, load_catalog
 from slotwise.clock import Clock, SimulatedClock, SystemClock
 from slotwise.config import Settings
@@ -30,6 +32,7 @@ from slotwise.errors import SlotwiseError
 from slotwise.gateway import CardGateway, SandboxGateway
 from slotwise.logs import install_redaction
 from slotwise.services.context import Env
+from slotwise.worker import start_in_process
 
 HTTP_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
               413: "payload_too_large", 415: "unsupported_media_type"}
@@ -82,15 +85,31 @@ def install_error_handlers(app: FastAPI) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """From startup to shutdown: the fast lane's connection pool."""
+    """From startup to shutdown: the fast lane's connection pool, and the job worker if it runs here."""
     state: AppState = app.state.slotwise
     if state.lane is not None:
         await state.lane.open()
     try:
-        yield
+        if state.settings.run_worker:
+            async with run_worker(app):
+                yield
+        else:
+            yield
     finally:
         if state.lane is not None:
             await state.lane.close()
+
+
+@asynccontextmanager
+async def run_worker(app: FastAPI) -> AsyncIterator[None]:
+    """The server process's job worker (SLOTWISE_WORKER), from startup to shutdown."""
+    state: AppState = app.state.slotwise
+    engine = state.sessions.kw["bind"]
+    background = start_in_process(engine, env=state.env, clock=state.clock)
+    try:
+        yield
+    finally:
+        await run_in_threadpool(background.stop)
 
 
 def create_app(
@@ -123,5 +142,6 @@ def create_app(
         app.include_router(fast.router)
     for router in (operator.router, billing.router, team.router, spend.router, usage.router):
         app.include_router(router)
+    app.include_router(credits_router)
     web.install(app)  # the customer pages (Jinja2) and their static files
     return app

@@ -459,3 +459,65 @@ class UsageOut(BaseModel):
     series: list[UsageBucketOut] = Field(description="Every bucket of the range in order, zeros included.")
     agents: UsedOfLimit = Field(description="Chatbots in use of the limit (plan + active slots).")
     members: UsedOfLimit = Field(description="Team members and pending invitations of the limit.")
+
+
+# Credits: Top Up Now, auto-recharge and the overview (SPEC §11)
+
+class TopUpIn(Body):
+    packs: int = Field(strict=True, ge=1, le=100, description="How many packs to buy at once (1–100).")
+
+
+class AutoRechargeIn(Body):
+    enabled: bool = Field(strict=True)
+    threshold: int | None = Field(None, strict=True, ge=0, le=1_000_000_000,
+                                  description="Recharge when the total balance falls below this many credits "
+                                              "(default 100); omitted: unchanged.")
+    max_per_month: int | None = Field(None, strict=True, ge=1, le=100,
+                                      description="Recharges per billing period (1–100); omitted: unchanged.")
+
+
+class CreditPackOut(BaseModel):
+    credits: int
+    price: int
+    currency: str
+
+
+class AutoRechargeOut(BaseModel):
+    enabled: bool
+    threshold: int
+    max_per_month: int
+    used_this_month: int = Field(description="Recharges paid this billing period.")
+    last_recharged_at: datetime | None
+    disabled_reason: str | None = Field(description="Why auto-recharge turned itself off, until it is enabled again.")
+    pack: CreditPackOut
+
+
+class AutoRechargeUpdated(BaseModel):
+    message: str
+    auto_recharge: AutoRechargeOut
+
+
+class TopUpOut(BaseModel):
+    message: str
+    invoice: InvoiceOut
+    balance: CreditBalance
+
+
+class PlanCreditsOut(BaseModel):
+    allowance: int
+    remaining: int
+    refills_at: datetime | None = Field(description="When plan credits are next refilled (unused ones expire then); "
+                                                    "null while a period awaits payment.")
+
+
+class TopupCreditsOut(BaseModel):
+    remaining: int
+
+
+class CreditsOut(BaseModel):
+    plan: PlanCreditsOut
+    topup: TopupCreditsOut
+    total: int
+    used_this_period: int
+    costs: dict[str, int] = Field(description="Credits per unit of each activity (message_premium: a premium message).")
+    auto_recharge: AutoRechargeOut

@@ -161,13 +161,16 @@ class InvoiceRecord:
 def charge_and_record(
     db: Session, gateway: CardGateway, *, org_id: str, card_token: str | None, number: int, kind: str,
     subscription_id: str | None, period: Period, currency: str, lines: list[LineDraft], at: datetime,
+    invoice_id: str | None = None,
 ) -> InvoiceRecord | ChargeResult:
     """Charge the card for ``lines`` and, only if it succeeded, write the paid invoice numbered
     ``number``, its lines and its charge (three statements). A declined charge writes nothing and is
     returned, for the caller to refuse; the caller holds the organization lock and has taken
-    ``number`` from the organization's counter in the same transaction.
+    ``number`` from the organization's counter in the same transaction. ``invoice_id`` (default: a new
+    one) also keys the gateway's idempotency: work retried after a crash passes the same id so the
+    card is charged once.
     """
-    invoice_id, total = new_id("inv"), sum(line.amount for line in lines)
+    invoice_id, total = invoice_id or new_id("inv"), sum(line.amount for line in lines)
     if total <= 0:
         result = ChargeResult(True, "no_charge")
     else:
