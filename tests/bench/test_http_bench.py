@@ -22,7 +22,8 @@ from slotwise.server import SPREAD_BY_KERNEL, _OwnSocketPerWorker, listening_soc
 from tests.conftest import DEFAULT_PG, _postgres_required
 
 ROUTES = {("bare", "GET /ping"), ("bare", "POST /things"), ("slotwise", "GET /v1/organizations/{org}"),
-          ("slotwise", "POST /v1/organizations/{org}/agents")}
+          ("slotwise", "POST /v1/organizations/{org}/agents"),
+          ("slotwise", "POST /v1/organizations/{org}/credits/spend")}
 
 
 def _postgres_base() -> str:
@@ -52,7 +53,7 @@ def test_a_short_run_reports_every_route_with_only_2xx_answers(capsys: pytest.Ca
         assert float(per_second.replace(",", "")) > 0, row
         assert not_2xx == "0", row
         assert landed == "2", row  # both connections, on the one worker
-        assert (ratio == "—") == (app == "bare"), row
+        assert (ratio == "—") == (app == "bare"), row  # slotwise's against the bare app or, the spend, GET org
 
 
 def test_listeners_are_tcp_with_nagle_off_and_each_worker_gets_its_own() -> None:
