@@ -184,6 +184,7 @@ class TestWhoMaySpend:
         {"activity": "message", "reference": "r", "units": "2"},
         {"activity": "message", "reference": "r", "model": "x"},
         {"activity": "message", "reference": "r\x00"}, {"activity": "message", "reference": "r", "extra": 1},
+        {"activity": "message", "reference": "r", "agent_id": "agt_\x00"},
     ])
     def test_bad_input_is_a_clear_422(self, org: Org, body: dict[str, Any]) -> None:
         error_of(org.post("/credits/spend", body), 422, "invalid_request")
@@ -203,3 +204,17 @@ class TestAutoRechargeRequest:
         with engine.connect() as conn:
             jobs = conn.execute(text("select id, kind from jobs where org_id = :o"), {"o": org.id}).all()
         assert [tuple(j) for j in jobs] == [(job_id, "credit_recharge")]
+
+
+@pytest.mark.parametrize("suffix", ["", "/agents", "/credits/spend"])
+def test_an_id_with_a_control_character_is_simply_not_found(api: Api, org: Org, suffix: str) -> None:
+    """PostgreSQL refuses a NUL in a parameter outright: it must never reach a statement (a 500)."""
+    path = f"/v1/organizations/{org.id}%00{suffix}"
+    headers = api.bearer(org.token)
+    response = (api.client.get(path, headers=headers) if not suffix else
+                api.client.post(path, headers=headers, json={"name": "A"} if suffix == "/agents"
+                                else {"activity": "tool", "reference": "nul"}))
+    error_of(response, 404, "not_found")
+    operator = api.client.post(f"/v1/organizations/{org.id}%00/credits/spend", headers=api.bearer(OPERATOR_KEY),
+                               json={"activity": "tool", "reference": "nul"})
+    error_of(operator, 404, "not_found")

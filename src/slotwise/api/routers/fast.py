@@ -82,6 +82,7 @@ async def _member(request: Request, state: StateDep, conn: AsyncConnection[Any],
 @router.get(ORG, response_model=s.OrganizationOut)
 async def get_organization(org: str, request: Request, state: StateDep) -> Response:
     lane = _lane(state)
+    refuse_impossible_ids(request)  # before {org} reaches a statement
     async with lane.connection() as conn:
         wall = None if state.clock.simulated else wall_now()
         read, rows = await lane.caller_and_snapshot(conn, hash_secret(bearer_token(request)), org, wall_now=wall)
