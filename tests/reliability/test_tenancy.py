@@ -106,6 +106,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", ORG_PREFIX + "/invitations"): Rule("any", 200),
     ("POST", ORG_PREFIX + "/invitations"): Rule("manager", 201, {"email": "matrix@example.test"}),
     ("DELETE", ORG_PREFIX + "/invitations/{invitation_id}"): Rule("manager", 204),
+    # Credits (SPEC §11): read by any member; Top Up Now and auto-recharge are Owner Only.
+    ("GET", ORG_PREFIX + "/credits"): Rule("any", 200),
+    ("POST", ORG_PREFIX + "/credits/top-up"): Rule("owner", 201, {"packs": 1}),
+    ("PUT", ORG_PREFIX + "/credits/auto-recharge"): Rule("owner", 200, {"enabled": False}),
     # Any member (and the operator key): the platform's backend spends for every answer (SPEC §11).
     ("POST", ORG_PREFIX + "/credits/spend"): Rule("any", 200, {"activity": "tool", "reference": "matrix",
                                                                "playground": True}),
