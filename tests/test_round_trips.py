@@ -54,7 +54,7 @@ def test_create_agent_is_three_statements(sessions: sessionmaker[Session], engin
     owner = _owner(sessions, env)
     sent = _run(sessions, engine, lambda db: agents.create_agent(db, env=env, actor=owner, name="A", at=AT))
     assert len(sent) == 3, sent  # lock, snapshot, insert
-    assert "FOR UPDATE" in sent[0].upper() or engine.dialect.name == "sqlite"
+    assert "FOR NO KEY UPDATE" in sent[0].upper() or engine.dialect.name == "sqlite"  # repo.locked_organization
 
 
 def test_add_slot_is_at_most_eight_and_remove_five(sessions: sessionmaker[Session], engine: Engine,

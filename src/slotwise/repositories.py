@@ -46,8 +46,15 @@ def locked_organization(db: Session, org_id: str) -> Organization | None:
     Every change to an organization's capacity, slots, plan or invoices takes this lock first, so
     check-then-change is atomic (SQLite gets the same from BEGIN IMMEDIATE) and locks are always
     taken in the same order.
+
+    On PostgreSQL it is ``FOR NO KEY UPDATE`` (as an UPDATE of the row takes), not ``FOR UPDATE``: it
+    excludes every other holder of this lock alike, but lets through the key-share lock a foreign-key
+    check takes. A credit spend debits its account without this lock and then inserts its ledger
+    entry, whose check on ``organizations`` would otherwise wait behind a holder of this lock that is
+    itself waiting for that account (a refill, a top-up): a deadlock. Organizations are never deleted
+    and their ids never change, so nothing needs the stronger lock.
     """
-    return db.get(Organization, org_id, with_for_update=True, populate_existing=True)
+    return db.get(Organization, org_id, with_for_update={"key_share": True}, populate_existing=True)
 
 
 def lock_organization(db: Session, org_id: str) -> bool:
@@ -56,7 +63,8 @@ def lock_organization(db: Session, org_id: str) -> bool:
     return db.execute(_LOCK_ORG, {"org_id": org_id}).first() is not None
 
 
-_LOCK_ORG = select(Organization.id).where(Organization.id == bindparam("org_id")).with_for_update()
+_LOCK_ORG = (select(Organization.id).where(Organization.id == bindparam("org_id"))
+             .with_for_update(key_share=True))  # see locked_organization
 
 
 def insert_agent(db: Session, *, agent_id: str, org_id: str, name: str, at: datetime) -> None:
@@ -195,12 +203,14 @@ def open_invoice_ids_of_org(db: Session, org_id: str) -> Sequence[str]:
 
 
 def org_has_due_work(db: Session, org_id: str, at: datetime) -> bool:
-    """Whether a renewal or scheduled retry of this organization came due by ``at`` (one round trip)."""
+    """Whether a renewal, a scheduled retry or a credit refill of this organization came due by ``at``
+    (one round trip)."""
     renewal = select(Subscription.id).where(Subscription.org_id == org_id, Subscription.period_end <= at,
                                             Subscription.status.in_(("active", "past_due")))
     retry = select(Invoice.id).where(Invoice.org_id == org_id, Invoice.status == "open",
                                      Invoice.next_retry_at <= at)
-    return db.execute(union(renewal, retry).limit(1)).first() is not None
+    refill = select(_ACCOUNTS.c.org_id).where(_ACCOUNTS.c.org_id == org_id, _ACCOUNTS.c.refills_at <= at)
+    return db.execute(union(renewal, retry, refill).limit(1)).first() is not None
 
 
 def first_due_retry_of_org(db: Session, org_id: str, at: datetime) -> Invoice | None:
@@ -308,11 +318,11 @@ def invitations_page(db: Session, org_id: str, *, limit: int, after: Invitation 
 
 _TABLES = Base.metadata.tables
 _SUBSCRIPTIONS, _ORGANIZATIONS, _ORG_ADDONS = _TABLES["subscriptions"], _TABLES["organizations"], _TABLES["org_addons"]
-_INVOICES = _TABLES["invoices"]
+_INVOICES, _ACCOUNTS = _TABLES["invoices"], _TABLES["credit_accounts"]
 _RENEWING_STATUSES = ("active", "past_due")
 
 
-def _claim_due(*, skip_locked: bool) -> Select[str, int, str | None]:
+def _claim_due(*, skip_locked: bool) -> Select[str, int, str | None, datetime | None]:
     orgs, subs, at = _ORGANIZATIONS.c, _SUBSCRIPTIONS.c, bindparam("at", type_=UTCDateTime())
     # OFFSET 0 keeps each EXISTS a probe of the organization at hand: without it PostgreSQL may hash
     # every due subscription once per batch instead, which makes a sweep quadratic in its size.
@@ -320,10 +330,11 @@ def _claim_due(*, skip_locked: bool) -> Select[str, int, str | None]:
                                      subs.status.in_(_RENEWING_STATUSES)).offset(0))
     retry = (select(_INVOICES.c.id).where(_INVOICES.c.org_id == orgs.id, _INVOICES.c.status == "open",
                                           _INVOICES.c.next_retry_at <= at).offset(0))
-    return (select(orgs.id, orgs.invoice_seq, orgs.card_token)
-            .where(orgs.id > bindparam("after"), renewal.exists() | retry.exists())
+    refills_at = select(_ACCOUNTS.c.refills_at).where(_ACCOUNTS.c.org_id == orgs.id).scalar_subquery()
+    return (select(orgs.id, orgs.invoice_seq, orgs.card_token, refills_at.label("refills_at"))
+            .where(orgs.id > bindparam("after"), renewal.exists() | retry.exists() | (refills_at <= at))
             .order_by(orgs.id).limit(bindparam("limit"))
-            .with_for_update(of=_ORGANIZATIONS, skip_locked=skip_locked))
+            .with_for_update(of=_ORGANIZATIONS, skip_locked=skip_locked, key_share=True))  # see locked_organization
 
 
 _CLAIM_DUE_SKIPPING_HELD, _CLAIM_DUE_WAITING = _claim_due(skip_locked=True), _claim_due(skip_locked=False)
@@ -331,9 +342,10 @@ _CLAIM_DUE_SKIPPING_HELD, _CLAIM_DUE_WAITING = _claim_due(skip_locked=True), _cl
 
 def claim_due_organizations(
     db: Session, at: datetime, *, after: str, limit: int, skip_held: bool
-) -> Sequence[Row[str, int, str | None]]:
-    """Up to ``limit`` organizations after ``after`` (by id) with a renewal or a scheduled retry due by
-    ``at``, row-locked for this transaction: (id, invoice_seq, card_token).
+) -> Sequence[Row[str, int, str | None, datetime | None]]:
+    """Up to ``limit`` organizations after ``after`` (by id) with a renewal, a scheduled retry or a
+    credit refill due by ``at``, row-locked for this transaction: (id, invoice_seq, card_token,
+    refills_at — when its credit account is next refilled).
 
     ``skip_held``: on PostgreSQL, pass over the organizations another transaction holds (SKIP LOCKED),
     so that several sweeps take different organizations instead of queueing behind one another;
@@ -410,12 +422,14 @@ _DUE_AMONG = _among(lambda among: union(
     select(_SUBS.org_id).where(among(_SUBS.org_id), _SUBS.period_end <= bindparam("at", type_=UTCDateTime()),
                                _SUBS.status.in_(_RENEWING_STATUSES)),
     select(_INVOICES.c.org_id).where(among(_INVOICES.c.org_id), _INVOICES.c.status == "open",
-                                     _INVOICES.c.next_retry_at <= bindparam("at", type_=UTCDateTime()))))
+                                     _INVOICES.c.next_retry_at <= bindparam("at", type_=UTCDateTime())),
+    select(_ACCOUNTS.c.org_id).where(among(_ACCOUNTS.c.org_id),
+                                     _ACCOUNTS.c.refills_at <= bindparam("at", type_=UTCDateTime()))))
 
 
 def organizations_with_due_work(db: Session, org_ids: Sequence[str], at: datetime) -> set[str]:
-    """Which of these organizations have a renewal or a scheduled retry due by ``at`` (one statement,
-    ``org_has_due_work`` for many)."""
+    """Which of these organizations have a renewal, a scheduled retry or a credit refill due by ``at``
+    (one statement, ``org_has_due_work`` for many)."""
     if not org_ids:
         return set()
     return set(db.scalars(_DUE_AMONG.of(db), {"org_ids": list(org_ids), "at": at}))
@@ -451,10 +465,12 @@ def _row_set(table: Table, keys: dict[str, str]) -> TableValuedAlias:
     return rows.table_valued(*columns).render_derived(with_types=True)
 
 
-def _inserting(name: str) -> _Write:
+def _inserting(name: str, columns: Sequence[str] | None = None) -> _Write:
+    """Rows: a value for each of ``columns`` (default: every column of the table)."""
     table = _TABLES[name]
-    rows = _row_set(table, {column.name: column.name for column in table.columns})
-    return _Write(table.insert().from_select(list(rows.c.keys()), select(*rows.c)), table.insert())
+    names = list(columns) if columns is not None else [column.name for column in table.columns]
+    rows = _row_set(table, {name: name for name in names})
+    return _Write(table.insert().from_select(names, select(*rows.c)), table.insert())
 
 
 def _updating(name: str, keys: Sequence[str], columns: Sequence[str]) -> _Write:
@@ -483,6 +499,40 @@ renew_subscriptions = _updating("subscriptions", ["id"], [
 renew_organizations = _updating("organizations", ["id"], ["invoice_seq", "plan_code"])
 keep_addons = _updating("org_addons", ["org_id", "addon_code"], ["active_slots", "unit_price", "updated_at"])
 drop_addons = _deleting("org_addons", ["org_id", "addon_code"])
+
+
+# --- credit refills and expiry (services/refills.py), one organization or a sweep's batch alike ------
+
+_LOCKED_CREDIT_ACCOUNTS = _among(lambda among: select(
+    _ACCOUNTS.c.org_id, _ACCOUNTS.c.plan_balance, _ACCOUNTS.c.topup_balance, _ACCOUNTS.c.plan_allowance,
+    _ACCOUNTS.c.period_start, _ACCOUNTS.c.refills_at, _ACCOUNTS.c.used_in_period, _ACCOUNTS.c.recharges_in_period,
+    _ORGANIZATIONS.c.created_at,
+).join(_ORGANIZATIONS, _ORGANIZATIONS.c.id == _ACCOUNTS.c.org_id).where(among(_ACCOUNTS.c.org_id))
+    .order_by(_ACCOUNTS.c.org_id).with_for_update(of=_ACCOUNTS, key_share=True))
+
+
+def locked_credit_accounts(db: Session, org_ids: Sequence[str]) -> Sequence[Any]:
+    """The credit accounts of these organizations, row-locked (in id order) until the transaction
+    ends, as plain rows: org_id, plan_balance, topup_balance, plan_allowance, period_start, refills_at,
+    used_in_period, recharges_in_period, and the organization's created_at (a free one's anchor).
+    Spends debit an account under its row lock alone, so what is read here stays true until this
+    transaction writes it. Take it after the organizations' locks."""
+    return db.execute(_LOCKED_CREDIT_ACCOUNTS.of(db), {"org_ids": list(org_ids)}).all()
+
+
+def credit_refills_at(db: Session, org_id: str) -> datetime | None:
+    """When the organization's plan credits are next refilled (None: waiting for payment, or no account)."""
+    return db.scalar(_CREDIT_REFILLS_AT, {"org_id": org_id})
+
+
+_CREDIT_REFILLS_AT = select(_ACCOUNTS.c.refills_at).where(_ACCOUNTS.c.org_id == bindparam("org_id"))
+# A refill's or an expiry's columns: the rest of an entry (a spend's) stays NULL.
+CREDIT_ENTRY_COLUMNS = ("id", "org_id", "kind", "plan_delta", "topup_delta", "playground", "invoice_id", "plan_after",
+                        "topup_after", "created_at")
+insert_credit_entries = _inserting("credit_ledger", CREDIT_ENTRY_COLUMNS)
+set_credit_periods = _updating("credit_accounts", ["org_id"], [
+    "plan_balance", "plan_allowance", "period_start", "refills_at", "used_in_period", "recharges_in_period",
+    "updated_at"])
 
 
 def credit_usage_by_day(db: Session, org_id: str, *, start: date, end: date,

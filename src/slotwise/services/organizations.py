@@ -20,6 +20,7 @@ from slotwise.errors import EmailTaken, InvalidRequest, NotFound, TeamsUnavailab
 from slotwise.hotpath import OrganizationRow, SnapshotRows, SubscriptionRow, snapshot_rows
 from slotwise.models import ApiToken, CreditAccount, Organization, User, email_key, new_id
 from slotwise.security import hash_password, new_secret
+from slotwise.services import refills
 from slotwise.services.context import Env, Role
 from slotwise.services.snapshot import load_snapshot, locked_org, snapshot_of
 from slotwise.services.subscriptions import start_subscription
@@ -94,7 +95,8 @@ def create_organization(
     )
     db.add(org)
     db.flush()
-    # The credit account starts empty and due at once: the refill grants the allowance (SPEC §11).
+    # The credit account starts empty and due at once; the refill below (free) or the subscription's
+    # start grants the allowance of the plan in force, so a new organization has its credits at once.
     db.add(CreditAccount(org_id=org.id, plan_balance=0, topup_balance=0, plan_allowance=0, refills_at=at,
                          used_in_period=0, last_from_plan=0, recharge_enabled=False, recharge_threshold=100,
                          recharge_max_per_period=1, recharges_in_period=0, recharge_failures=0, updated_at=at))
@@ -103,6 +105,8 @@ def create_organization(
     )
     if plan_code != "free":
         start_subscription(db, env=env, org=org, plan_code=plan_code, at=at)
+    else:
+        refills.start_period(db, refills.free_start(env.catalog, org.id, at))
     return NewOrganization(org, owner)
 
 

@@ -14,6 +14,7 @@ from slotwise.errors import InvalidRequest, PaymentFailed, PaymentRequired, Plan
 from slotwise.models import Invoice, Organization, Subscription, new_id
 from slotwise.periods import period_at_index
 from slotwise.proration import prorate
+from slotwise.services import refills
 from slotwise.services.context import Actor, Env, require_owner
 from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
 from slotwise.services.snapshot import load_snapshot, locked_org, subscription_period
@@ -45,7 +46,8 @@ def _charge_or_refuse(db: Session, env: Env, org: Organization, invoice: Invoice
 def start_subscription(
     db: Session, *, env: Env, org: Organization, plan_code: str, at: datetime
 ) -> PlanChange:
-    """Subscribe a free organization: the first period is anchored now and billed in full at once."""
+    """Subscribe a free organization: the first period is anchored now and billed in full at once, and
+    its plan credits replace the free ones."""
     plan = env.catalog.plan(plan_code)
     if plan.price is None:
         # Custom terms have no price or limits to bill or enforce: an operator sells them by adding
@@ -75,12 +77,16 @@ def start_subscription(
                             currency=plan.currency, lines=[line], at=at, billing_key=f"period:{sub.id}:0")
     _charge_or_refuse(db, env, org, invoice, at)
     org.plan_code = plan.code
+    # The free month's credits expire; the plan's allowance for the paid period (SPEC §11).
+    refills.start_period(db, refills.subscription_start(org.id, at, plan, period.start, period.end, paid=True,
+                                                        invoice_id=invoice.id))
     return PlanChange("started", plan.code, at, invoice)
 
 
 def change_plan(db: Session, *, env: Env, actor: Actor, plan_code: str, at: datetime) -> PlanChange:
     """Move to ``plan_code``: an upgrade now (pro-rated, the unused old plan credited on the same
-    invoice), a downgrade at the next billing date if usage and add-ons fit the new plan."""
+    invoice; the difference between the credit allowances granted at once), a downgrade at the next
+    billing date if usage and add-ons fit the new plan (its renewal refills the new allowance)."""
     require_owner(actor, "Plan changes")
     org = locked_org(db, actor.org_id)
     new_plan = env.catalog.plans.get(plan_code)
@@ -130,4 +136,5 @@ def _upgrade(
     _charge_or_refuse(db, env, org, invoice, at)
     sub.plan_code, sub.plan_price, sub.scheduled_plan_code = new.code, new_price, None
     org.plan_code = new.code
+    refills.upgrade(db, org_id=org.id, old=old, new=new, at=at, invoice_id=invoice.id)  # the difference, at once
     return PlanChange("upgraded", new.code, at, invoice)
