@@ -13,6 +13,8 @@ use, so a wrong query there cannot hide the damage it did. Checks, per organizat
   amount; an open invoice has none; every collection attempt left exactly one charge record.
 * ``numbering``: invoice numbers run 1, 2, 3… per organization, without gaps or repeats, and the
   organization's counter stands at the last one.
+* ``credits``: the organization has a credit account; each pool's balance equals the sum of its
+  ledger entries (SPEC §11) and neither is negative.
 
 On PostgreSQL the whole run reads one REPEATABLE READ snapshot, so it can run beside live traffic
 without seeing half of someone else's transaction; on SQLite the transaction holds the write lock.
@@ -33,7 +35,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from slotwise.capacity import OrgSnapshot, Slots, renewal_capacity, resource_capacity
 from slotwise.catalog import RESOURCES, Catalog
-from slotwise.models import Agent, Charge, Invitation, Invoice, InvoiceLine, OrgAddon, Organization, Subscription, User
+from slotwise.models import (
+    Agent,
+    Charge,
+    CreditAccount,
+    CreditEntry,
+    Invitation,
+    Invoice,
+    InvoiceLine,
+    OrgAddon,
+    Organization,
+    Subscription,
+    User,
+)
 from slotwise.periods import Period, period_at_index
 
 PERIOD_KINDS = ("subscription", "renewal")  # invoices that bill a whole period
@@ -88,6 +102,7 @@ def diagnose(db: Session, catalog: Catalog, *, org_ids: Collection[str] | None =
                 _slots_billed(org),
                 _charges(org),
                 _numbering(org),
+                _credits(org),
             ):
                 result.violations.extend(check)
     return result
@@ -105,6 +120,8 @@ class _Org:
     addons: list[Any] = field(default_factory=list)
     agents: int = 0  # not archived
     members: int = 0  # members and pending invitations
+    account: Any = None  # plan_balance, topup_balance; None: no credit account
+    ledger: tuple[int, int] = (0, 0)  # the sums of the plan and top-up deltas
 
     @property
     def id(self) -> str:
@@ -161,6 +178,13 @@ def _read(db: Session, batch: Rows) -> list[_Org]:
     for column in (User.org_id, Invitation.org_id):
         for org_id, count in _counts(db, column, column.in_(ids)):
             orgs[org_id].members += count
+    accounts = select(CreditAccount.org_id, CreditAccount.plan_balance, CreditAccount.topup_balance)
+    for account in db.execute(accounts.where(CreditAccount.org_id.in_(ids))):
+        orgs[account.org_id].account = account
+    sums = (select(CreditEntry.org_id, func.sum(CreditEntry.plan_delta), func.sum(CreditEntry.topup_delta))
+            .where(CreditEntry.org_id.in_(ids)).group_by(CreditEntry.org_id))
+    for org_id, plan, topup in db.execute(sums):
+        orgs[org_id].ledger = (int(plan), int(topup))
     return list(orgs.values())
 
 
@@ -276,6 +300,18 @@ def _numbering(org: _Org) -> Iterator[Violation]:
     if org.row.invoice_seq != len(numbers):
         yield Violation("numbering", org.id, f"the invoice counter stands at {org.row.invoice_seq} but "
                                              f"{len(numbers)} invoices exist")
+
+
+def _credits(org: _Org) -> Iterator[Violation]:
+    if org.account is None:
+        yield Violation("credits", org.id, "the organization has no credit account")
+        return
+    balances = {"plan": org.account.plan_balance, "top-up": org.account.topup_balance}
+    for (pool, balance), entries in zip(balances.items(), org.ledger, strict=True):
+        if balance != entries:
+            yield Violation("credits", org.id, f"{pool} balance {balance} ≠ {entries}, the sum of its ledger entries")
+        if balance < 0:
+            yield Violation("credits", org.id, f"{pool} balance {balance} is below zero")
 
 
 def _span(start: datetime, end: datetime) -> str:

@@ -19,7 +19,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from slotwise.catalog import load_catalog
 from slotwise.cli import main
 from slotwise.doctor import run_doctor
-from slotwise.models import Agent, Charge, Invoice, InvoiceLine, OrgAddon, Organization, Subscription, new_id
+from slotwise.models import (
+    Agent,
+    Charge,
+    CreditAccount,
+    CreditEntry,
+    Invoice,
+    InvoiceLine,
+    OrgAddon,
+    Organization,
+    Subscription,
+    new_id,
+)
 from slotwise.periods import period_at_index
 from tests.conftest import OPERATOR_KEY
 from tests.factories import DECLINED_CARD, Api, change_plan, set_card
@@ -177,6 +188,31 @@ def counter_behind(db: Session, h: History) -> str:
     return h.canceled
 
 
+def tampered_plan_balance(db: Session, h: History) -> str:
+    db.execute(update(CreditAccount).where(CreditAccount.org_id == h.busy)
+               .values(plan_balance=CreditAccount.plan_balance + 500))  # credits without a ledger entry
+    return h.busy
+
+
+def lost_refill_entry(db: Session, h: History) -> str:
+    entry = db.scalars(select(CreditEntry).where(CreditEntry.org_id == h.free, CreditEntry.kind == "refill")).first()
+    assert entry is not None
+    db.delete(entry)
+    return h.free
+
+
+def stray_ledger_entry(db: Session, h: History) -> str:
+    db.execute(insert(CreditEntry).values(id=new_id("cre"), org_id=h.canceled, kind="adjustment", plan_delta=0,
+                                          topup_delta=-5, playground=False, created_at=func.now()))
+    return h.canceled
+
+
+def missing_account(db: Session, h: History) -> str:
+    db.execute(delete(CreditEntry).where(CreditEntry.org_id == h.past_due))
+    db.execute(delete(CreditAccount).where(CreditAccount.org_id == h.past_due))
+    return h.past_due
+
+
 Corruption = Callable[[Session, History], str]
 CORRUPTIONS: list[tuple[Corruption, set[str]]] = [
     (agent_beyond_capacity, {"capacity"}),
@@ -195,6 +231,10 @@ CORRUPTIONS: list[tuple[Corruption, set[str]]] = [
     (attempt_without_charge_record, {"charges"}),
     (invoice_number_gap, {"numbering"}),
     (counter_behind, {"numbering"}),
+    (tampered_plan_balance, {"credits"}),
+    (lost_refill_entry, {"credits"}),
+    (stray_ledger_entry, {"credits"}),
+    (missing_account, {"credits"}),
 ]
 
 
