@@ -3,10 +3,11 @@
 N organizations come due at once — most plain, some with add-ons, a few with declined cards, scheduled
 downgrades, slot removals or a cancellation — seeded once, then copied fresh for each measurement:
 
-* **floor**: the same renewal invoices and their lines written by one set-based SQL statement
-  (PostgreSQL: an ``INSERT … SELECT`` through a data-modifying CTE; SQLite: two statements), in one
-  transaction. It writes less than the sweep does (no charges, no subscription, organization or add-on
-  updates), so the ratios below are conservative.
+* **floor**: the same renewal invoices and their lines, and the credits of the renewed periods (the
+  unused plan credits' expiry and the refill in the ledger, the accounts refilled), written by one
+  set-based SQL statement (PostgreSQL: ``INSERT … SELECT`` through data-modifying CTEs; SQLite: four
+  statements), in one transaction. It writes less than the sweep does (no charges, no subscription,
+  organization or add-on updates, every period refilled as if paid), so the ratios are conservative.
 * ``slotwise billing run``: one process, then two at once on a fresh copy: renewals per second over
   the processes' wall time (startup included), the ratio to the floor, each process's peak RSS, SQL
   statements sent per organization (an executemany counts once), and how the renewals split.
@@ -56,7 +57,9 @@ CATALOG = load_catalog()
 ENV = Env(catalog=CATALOG, gateway=SandboxGateway())  # for renewal_lines: nothing is charged while seeding
 SEED_CHUNK = 2000
 POSTGRES = os.environ.get("SLOTWISE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-TABLES = ("organizations", "users", "agents", "subscriptions", "org_addons", "invoices", "invoice_lines", "charges")
+TABLES = ("organizations", "users", "agents", "subscriptions", "org_addons", "invoices", "invoice_lines", "charges",
+          "credit_accounts", "credit_ledger")
+LEDGER_COLUMNS = [c.name for c in Base.metadata.tables["credit_ledger"].columns]
 
 
 # --- the data: N organizations in their second period, all ending within one day -----------------
@@ -108,19 +111,58 @@ def _org_rows(i: int, n: int, rng: random.Random, out: dict[str, list[dict[str, 
         out["org_addons"].append({"org_id": org, "addon_code": code, "active_slots": quantity,
                                   "renewal_slots": renewal[code], "unit_price": CATALOG.addon(code).price_per_slot,
                                   "currency": "usd", "updated_at": second.start})
+    invoice_ids = [f"inv_{rng.getrandbits(64):016x}" for _ in range(2)]
+    _credit_rows(out, org, i, rng, allowance=plan.credits or 0, since=second.start, refills_at=second.end,
+                 invoice_id=invoice_ids[1])
     price = plan.price or 0
     opening = [LineDraft("plan", plan.code, line_description(f"{plan.name} plan", None, first, first.days, first.start),
                          1, price, price, first, first.days, first.days)]
     slots = [Slots(code, q, CATALOG.addon(code).price_per_slot) for code, q in active.items()]
     for number, (kind, period, lines) in enumerate(
             [("subscription", first, opening), ("renewal", second, renewal_lines(ENV, plan, slots, second))], 1):
-        _paid_invoice(out, org, sub, number, kind, period.index, lines, rng)
+        _paid_invoice(out, org, sub, number, kind, period.index, lines, rng, invoice_ids[number - 1])
     return scheduled != "free"
 
 
+def _credit_rows(out: dict[str, list[dict[str, Any]]], org: str, i: int, rng: random.Random, *, allowance: int,
+                 since: datetime, refills_at: datetime, invoice_id: str | None) -> None:
+    """The organization's credit account in its current period, and the ledger entries it is the sum
+    of: the period's refill, some top-up credits for one in five, some of the allowance spent."""
+    topup = 1000 * rng.randint(1, 3) if rng.random() < 0.2 else 0
+    used = rng.randint(0, allowance)
+    entries = [("topup", 0, topup, None), ("refill", allowance, 0, invoice_id), ("spend", -used, 0, None)]
+    for k, (kind, plan_delta, topup_delta, invoice) in enumerate(entries):
+        if plan_delta or topup_delta:
+            out["credit_ledger"].append({
+                **dict.fromkeys(LEDGER_COLUMNS), "id": f"cre_{rng.getrandbits(64):016x}", "org_id": org, "kind": kind,
+                "plan_delta": plan_delta, "topup_delta": topup_delta, "playground": False, "invoice_id": invoice,
+                "reference": f"seed-{i}" if kind == "spend" else None, "cost": used if kind == "spend" else None,
+                "created_at": since + timedelta(seconds=k)})
+    out["credit_accounts"].append({
+        "org_id": org, "plan_balance": allowance - used, "topup_balance": topup, "plan_allowance": allowance,
+        "period_start": since, "refills_at": refills_at, "used_in_period": used, "last_from_plan": 0,
+        "recharge_enabled": False, "recharge_threshold": 100, "recharge_max_per_period": 1, "recharges_in_period": 0,
+        "recharge_failures": 0, "updated_at": since})
+
+
+def _free_org_rows(i: int, n: int, rng: random.Random, out: dict[str, list[dict[str, Any]]]) -> None:
+    """A free organization whose monthly refill comes due with the renewals: created within the month
+    before ``ANCHOR`` (the 31st among them: refilled on the last day of shorter months)."""
+    created = ANCHOR - timedelta(days=31) + timedelta(seconds=31 * 86_400 * i // n)
+    org = f"org_{rng.getrandbits(64):016x}"
+    out["organizations"].append({"id": org, "name": f"Free {i}", "plan_code": "free", "invoice_seq": 0,
+                                 "card_token": f"sandbox:ok:f{i:011x}", "card_brand": "visa", "card_last4": "4242",
+                                 "created_at": created})
+    out["users"].append({"id": f"usr_{rng.getrandbits(64):016x}", "org_id": org, "email": f"free{i}@bench.test",
+                         "email_key": f"free{i}@bench.test", "name": "Owner", "role": "owner",
+                         "password_hash": None, "created_at": created})
+    _credit_rows(out, org, n + i, rng, allowance=CATALOG.plan("free").credits or 0, since=add_months(created, 1),
+                 refills_at=add_months(created, 2), invoice_id=None)
+
+
 def _paid_invoice(out: dict[str, list[dict[str, Any]]], org: str, sub: str, number: int, kind: str, index: int,
-                  lines: list[LineDraft], rng: random.Random) -> None:
-    invoice, total, at = f"inv_{rng.getrandbits(64):016x}", sum(line.amount for line in lines), lines[0].period.start
+                  lines: list[LineDraft], rng: random.Random, invoice: str) -> None:
+    total, at = sum(line.amount for line in lines), lines[0].period.start
     out["invoices"].append({"id": invoice, "org_id": org, "number": number, "subscription_id": sub, "kind": kind,
                             "billing_key": f"period:{sub}:{index}", "period_start": at,
                             "period_end": lines[0].period.end, "currency": "usd", "total": total, "status": "paid",
@@ -136,16 +178,22 @@ def _paid_invoice(out: dict[str, list[dict[str, Any]]], org: str, sub: str, numb
                            "gateway_reference": f"ch_seed_{invoice}", "created_at": at})
 
 
-def seed(url: str, orgs: int) -> int:
-    """Create the schema and the organizations; returns how many renewals are due at ``AT``."""
+def seed(url: str, orgs: int, free: int = 0) -> int:
+    """Create the schema, the ``orgs`` subscribed organizations and ``free`` free ones, each with its
+    credit account and ledger; returns how many renewals are due at ``AT`` (every free organization's
+    refill is due too)."""
     engine = make_engine(url)
     Base.metadata.create_all(engine)
     rng, due = random.Random(20261128), 0
     with engine.begin() as conn:
         conn.execute(Base.metadata.tables["clock_state"].insert(), {"id": 1, "now": AT})
-    for start in range(0, orgs, SEED_CHUNK):
+    for start in range(0, orgs + free, SEED_CHUNK):
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        due += sum(_org_rows(i, orgs, rng, rows) for i in range(start, min(orgs, start + SEED_CHUNK)))
+        for i in range(start, min(orgs + free, start + SEED_CHUNK)):
+            if i < orgs:
+                due += _org_rows(i, orgs, rng, rows)
+            else:
+                _free_org_rows(i - orgs, free, rng, rows)
         with engine.begin() as conn:
             for table in TABLES:
                 if rows[table]:
@@ -209,9 +257,9 @@ class Databases:
 
 # --- the floor -----------------------------------------------------------------------------------
 
-PRICES = "prices(code, price, name) AS (VALUES {})".format(", ".join(
-    f"('{c}', {p.price or 0}, '{p.name}')" for c, p in CATALOG.plans.items() if p.price is not None
-) + ", " + ", ".join(f"('{c}', {a.price_per_slot}, '{a.name}')" for c, a in CATALOG.addons.items()))
+PRICES = "prices(code, price, name, credits) AS (VALUES {})".format(", ".join(
+    f"('{c}', {p.price or 0}, '{p.name}', {p.credits or 0})" for c, p in CATALOG.plans.items() if p.price is not None
+) + ", " + ", ".join(f"('{c}', {a.price_per_slot}, '{a.name}', 0)" for c, a in CATALOG.addons.items()))
 DUE = """due AS (
   SELECT s.id AS sub_id, s.org_id, o.invoice_seq, s.currency, s.period_index, s.period_end AS starts,
          coalesce(s.scheduled_plan_code, s.plan_code) AS plan, {ends} AS ends
@@ -237,13 +285,33 @@ LINES = """INSERT INTO invoice_lines (id, invoice_id, org_id, position, kind, co
   SELECT {line_id}, i.id, i.org_id, x.position, 'addon', x.addon_code, x.name || ' × ' || x.quantity || ', ' || {span},
          x.quantity, x.price, x.quantity * x.price, i.period_start, i.period_end, {days}, {days}
   FROM {invoices} i JOIN addons x ON x.sub_id = i.subscription_id"""
-POSTGRES_FLOOR = [  # one statement: the invoices, and the lines of what it inserted
+# The credits of each renewed period: the unused plan credits expire, the allowance is granted (two
+# ledger entries), the account is refilled.
+CREDITS = """credit AS (
+  SELECT i.org_id, a.plan_balance, a.topup_balance, p.credits, i.id AS invoice_id, i.period_start, i.period_end
+  FROM {invoices} i JOIN credit_accounts a ON a.org_id = i.org_id JOIN due d ON d.sub_id = i.subscription_id
+  JOIN prices p ON p.code = d.plan)"""
+ENTRIES = """INSERT INTO credit_ledger (id, org_id, kind, plan_delta, topup_delta, playground, invoice_id, plan_after,
+                           topup_after, created_at)
+  SELECT {entry_id}, org_id, 'expiry', -plan_balance, 0, false, NULL, 0, topup_balance, period_start
+  FROM credit WHERE plan_balance > 0
+  UNION ALL
+  SELECT {entry_id}, org_id, 'refill', credits, 0, false, invoice_id, credits, topup_balance, period_start
+  FROM credit"""
+REFILLED = """UPDATE credit_accounts SET plan_balance = c.credits, plan_allowance = c.credits,
+    period_start = c.period_start, refills_at = c.period_end, used_in_period = 0, recharges_in_period = 0,
+    updated_at = c.period_start
+  FROM credit c WHERE credit_accounts.org_id = c.org_id"""
+POSTGRES_FLOOR = [  # one statement: the invoices, the lines of what it inserted, their credits
     f"""WITH {PRICES}, {DUE.format(ends="s.anchor_at + (s.period_index + 2) * interval '1 month'")}, {ADDONS},
 inserted AS ({INVOICES.format(inv_id="'inv_' || substr(md5(random()::text), 1, 16)")}
-             RETURNING id, org_id, subscription_id, period_start, period_end)
-{LINES.format(line_id="'il_' || substr(md5(random()::text), 1, 16)", invoices="inserted",
-              span="to_char(i.period_start, 'Mon FMDD') || ' – ' || to_char(i.period_end, 'Mon FMDD')",
-              days="(i.period_end::date - i.period_start::date)")}"""]
+             RETURNING id, org_id, subscription_id, period_start, period_end),
+lines AS ({LINES.format(line_id="'il_' || substr(md5(random()::text), 1, 16)", invoices="inserted",
+                        span="to_char(i.period_start, 'Mon FMDD') || ' – ' || to_char(i.period_end, 'Mon FMDD')",
+                        days="(i.period_end::date - i.period_start::date)")}),
+{CREDITS.format(invoices="inserted")},
+entries AS ({ENTRIES.format(entry_id="'cre_' || substr(md5(random()::text), 1, 16)")})
+{REFILLED}"""]
 SQLITE_FLOOR = [  # no RETURNING in a CTE: the invoices, then the lines of the invoices created since the due date
     f"""WITH {PRICES}, {DUE.format(ends="datetime(s.anchor_at, '+' || (s.period_index + 2) || ' months')")}, {ADDONS}
 {INVOICES.format(inv_id="'inv_' || lower(hex(randomblob(8)))")}""",
@@ -252,6 +320,12 @@ new AS (SELECT * FROM invoices WHERE kind = 'renewal' AND created_at >= :since)
 {LINES.format(line_id="'il_' || lower(hex(randomblob(8)))", invoices="new",
               span="date(i.period_start) || ' – ' || date(i.period_end)",
               days="CAST(julianday(date(i.period_end)) - julianday(date(i.period_start)) AS INTEGER)")}""",
+    f"""WITH {PRICES}, {DUE.format(ends="NULL")},
+new AS (SELECT * FROM invoices WHERE kind = 'renewal' AND created_at >= :since), {CREDITS.format(invoices="new")}
+{ENTRIES.format(entry_id="'cre_' || lower(hex(randomblob(8)))")}""",
+    f"""WITH {PRICES}, {DUE.format(ends="NULL")},
+new AS (SELECT * FROM invoices WHERE kind = 'renewal' AND created_at >= :since), {CREDITS.format(invoices="new")}
+{REFILLED}""",
 ]
 INSTANTS = (bindparam("at", type_=UTCDateTime()), bindparam("since", type_=UTCDateTime()))
 
@@ -345,16 +419,19 @@ def _as_cli(args: list[str]) -> None:
 # --- checks and the report -----------------------------------------------------------------------
 
 def check_billed_once(url: str, orgs: int, due: int) -> None:
-    """Each due period billed exactly once, none left due."""
+    """Each due period billed exactly once, none left due, no credit refill left due."""
     engine = make_engine(url)
     with engine.connect() as conn:
         renewals, keys = conn.execute(text(
             "SELECT count(*), count(DISTINCT billing_key) FROM invoices WHERE kind = 'renewal'")).one()
         left = conn.scalar(text("SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due') "
                                 "AND period_end <= :at").bindparams(INSTANTS[0]), {"at": AT})
+        unrefilled = conn.scalar(text("SELECT count(*) FROM credit_accounts WHERE refills_at <= :at")
+                                 .bindparams(INSTANTS[0]), {"at": AT})
     engine.dispose()
     assert renewals == keys == orgs + due, (renewals, keys, orgs + due)
     assert left == 0, left
+    assert unrefilled == 0, unrefilled
 
 
 @dataclass
@@ -386,7 +463,7 @@ def measure(database: str, orgs: int, workers: list[int], folder: Path) -> list[
         seconds, written = floor(url, database)
         assert written == due, (written, due)
         statements = len(POSTGRES_FLOOR if database == "postgresql" else SQLITE_FLOOR)
-        rows = [Row(dbs.label, orgs, f"floor: set-based SQL, {statements} statement(s) (invoices + lines)", 1,
+        rows = [Row(dbs.label, orgs, f"floor: set-based SQL, {statements} statement(s) (invoices, lines, credits)", 1,
                     seconds, written)]
         for n in workers:
             url = dbs.copy(template, f"{tag}_w{n}")
