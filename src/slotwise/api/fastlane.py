@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import ClauseElement, bindparam, insert, make_url, select, update
+from sqlalchemy import ClauseElement, bindparam, exists, insert, make_url, select, update
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -36,7 +36,7 @@ from slotwise.catalog import Catalog
 from slotwise.db import POOL_TIMEOUT_SECONDS
 from slotwise.errors import NotFound
 from slotwise.hotpath import Caller, SnapshotRows
-from slotwise.models import Agent, OrgAddon, Organization, new_id
+from slotwise.models import Agent, ApiToken, OrgAddon, Organization, User, new_id
 from slotwise.services import spend as spending
 from slotwise.services.agents import AgentChange, NewAgent
 from slotwise.services.snapshot import snapshot_of
@@ -77,6 +77,14 @@ def compile_statement(statement: ClauseElement) -> Compiled:
 
 _LOCK = compile_statement(select(Organization.id).where(Organization.id == bindparam("org_id"))
                           .with_for_update(key_share=True))
+# The lock, taken only when the token's user belongs to the organization (a creation reads its caller
+# in the same round trip, so no one else's organization is ever locked on an unchecked token).
+_LOCK_MEMBER = compile_statement(
+    select(Organization.id).where(
+        Organization.id == bindparam("org_id"),
+        exists().where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.user_id == User.id,
+                       User.org_id == Organization.id))
+    .with_for_update(key_share=True))
 _INSERT_AGENT = compile_statement(insert(Agent).values(
     id=bindparam("id"), org_id=bindparam("org_id"), name=bindparam("name"), archived_at=None,
     created_at=bindparam("created_at")))
@@ -91,6 +99,13 @@ _TIME = {simulated: compile_statement(hotpath.time_statement(simulated)) for sim
 _SPEND = compile_statement(spending.SPEND_POSTGRESQL)
 _PRIOR = compile_statement(spending.PRIOR)
 _BALANCE = compile_statement(spending.BALANCE)
+
+
+class _NotServed(Exception):
+    """Control flow: roll the creation's transaction back and answer the caller another way."""
+
+    def __init__(self, caller: Caller | None) -> None:
+        self.caller = caller
 
 
 class Lane:
@@ -157,21 +172,56 @@ class Lane:
                            at: datetime) -> AgentChange:
         """``services.agents.create_agent`` on the lane, in two round trips (see the module's note)."""
         async with conn.pipeline(), conn.transaction():
-            if self.trace is not None:
-                self.trace.extend([_LOCK.sql, _SNAPSHOT.sql])
-            locked = await conn.execute(_LOCK.sql, _LOCK.bind({"org_id": org_id}))
-            read = await conn.execute(_SNAPSHOT.sql, _SNAPSHOT.bind({"org_id": org_id}))
-            if await locked.fetchone() is None:
-                raise NotFound("No such organization.")
-            rows = hotpath.snapshot_of_rows(await read.fetchall())
-            assert rows is not None  # locked above
-            decision = reserve_growth(snapshot_of(rows, catalog), "agents")
-            if decision.restore_slots > 0:
-                await self._run(conn, _RESTORE_SLOTS, {"org_id": org_id, "code": decision.addon,
-                                                       "restore": decision.restore_slots, "at": at})
-            agent = NewAgent(new_id("agt"), name.strip(), None, at)
-            await self._run(conn, _INSERT_AGENT, {"id": agent.id, "org_id": org_id, "name": agent.name,
-                                                  "created_at": at})
+            locked, read = await self._lock_and_read(conn, _LOCK, {"org_id": org_id})
+            return await self._insert_agent(conn, catalog, org_id, name, at, locked, read)
+
+    async def create_agent_as(self, conn: AsyncConnection[Any], *, catalog: Catalog, token_hash: str, org_id: str,
+                              name: str, wall_now: datetime | None) -> tuple[Caller | None, AgentChange | None]:
+        """The creation with the caller read in its first round trip: BEGIN, the caller, the lock (taken
+        only if the token's user belongs to ``org_id``) and the snapshot go out together, then the insert
+        and COMMIT. A caller it cannot serve at once (unknown, of another organization, the simulated
+        clock not started, work due first) is answered with no change, the transaction rolled back."""
+        caller_sql = _CALLER[wall_now is None]
+        values: dict[str, Any] = {"token_hash": token_hash, "org_id": org_id}
+        if wall_now is not None:
+            values["now"] = wall_now
+        try:
+            async with conn.pipeline(), conn.transaction():
+                self._note(caller_sql)
+                asked = await conn.execute(caller_sql.sql, caller_sql.bind(values))
+                locked, read = await self._lock_and_read(conn, _LOCK_MEMBER, values)
+                caller = hotpath.caller_of(await asked.fetchone(), wall_now)
+                if caller is None or caller.org_id != org_id or caller.now is None or caller.due:
+                    raise _NotServed(caller)
+                return caller, await self._insert_agent(conn, catalog, org_id, name, caller.now, locked, read)
+        except _NotServed as refused:
+            return refused.caller, None
+
+    def _note(self, *statements: Compiled) -> None:
+        if self.trace is not None:
+            self.trace.extend(statement.sql for statement in statements)
+
+    async def _lock_and_read(self, conn: AsyncConnection[Any], lock: Compiled,
+                             values: dict[str, Any]) -> tuple[AsyncCursor[Any], AsyncCursor[Any]]:
+        """Queue the organization lock and, ordered after it, the snapshot (pipeline mode)."""
+        self._note(lock, _SNAPSHOT)
+        locked = await conn.execute(lock.sql, lock.bind(values))
+        read = await conn.execute(_SNAPSHOT.sql, _SNAPSHOT.bind({"org_id": values["org_id"]}))
+        return locked, read
+
+    async def _insert_agent(self, conn: AsyncConnection[Any], catalog: Catalog, org_id: str, name: str,
+                            at: datetime, locked: AsyncCursor[Any], read: AsyncCursor[Any]) -> AgentChange:
+        if await locked.fetchone() is None:
+            raise NotFound("No such organization.")
+        rows = hotpath.snapshot_of_rows(await read.fetchall())
+        assert rows is not None  # locked above
+        decision = reserve_growth(snapshot_of(rows, catalog), "agents")
+        if decision.restore_slots > 0:
+            await self._run(conn, _RESTORE_SLOTS, {"org_id": org_id, "code": decision.addon,
+                                                   "restore": decision.restore_slots, "at": at})
+        agent = NewAgent(new_id("agt"), name.strip(), None, at)
+        await self._run(conn, _INSERT_AGENT, {"id": agent.id, "org_id": org_id, "name": agent.name,
+                                              "created_at": at})
         return AgentChange(agent, decision.restore_slots)
 
     async def spend(self, conn: AsyncConnection[Any], *, catalog: Catalog, org_id: str,

@@ -414,7 +414,8 @@ class SpendIn(Body):
                                              "unique per organization for ever.")
     model: Literal["standard", "premium"] = Field("standard", description="Messages only: premium costs more.")
     units: int = Field(1, strict=True, ge=1, le=1000)
-    agent_id: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = None
+    agent_id: Annotated[str, StringConstraints(min_length=1, max_length=32,
+                                               pattern=r"^[^\x00-\x1f\x7f]+$")] | None = None
     playground: bool = Field(False, strict=True, description="Costs nothing; still recorded as usage.")
 
 
