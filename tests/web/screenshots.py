@@ -6,19 +6,24 @@ organization on a fresh SQLite database, drives Debian's Chromium through the pa
 
 from __future__ import annotations
 
+import itertools
 import random
 import sys
 import tempfile
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy.orm import Session
 
 from slotwise import repositories
+from slotwise.catalog import Activity, Model
+from slotwise.clock import wall_now
 from slotwise.models import CreditUsage
-from tests.web.support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, LiveServer, SeededOrg, World
+from slotwise.services import recharges
+from slotwise.services.spend import SpendRequest, spend
+from tests.web.support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, START, LiveServer, SeededOrg, World
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 WIDTHS = (1280, 390)
@@ -35,22 +40,49 @@ def seed(world: World) -> SeededOrg:
     world.member(org, role="admin", name="Ada Admin")
     world.invite(org, "new.hire@acme.example")
     seed_usage(world, org)
+    seed_credits(world, org)
     return org
 
 
+def seed_credits(world: World, org: SeededOrg) -> None:
+    """One pack topped up, auto-recharge on (what was spent comes from ``seed_usage``)."""
+    world.top_up(org, 1)
+    world.run(lambda db, at: recharges.update_settings(
+        db, actor=org.owner, settings=recharges.RechargeSettings(enabled=True, threshold=500, max_per_month=3),
+        at=at, wall_now=wall_now()))
+
+
 def seed_usage(world: World, org: SeededOrg) -> None:
-    """Sixty days of credit usage roll-ups, as the spend writes them: busier on weekdays, growing."""
+    """Sixty days of credit usage, busier on weekdays, growing. The days of the current period (from
+    Nov 15) go through the real spend, so the Billing page's credits panel and Usage agree; the days
+    before it are written as the roll-ups the spend would have left."""
     rng = random.Random(7)
+    terms = world.state.env.catalog.credits
 
     def write(db: Session, at: datetime) -> None:
         agents = [(a.id, 1.0 / (n + 1)) for n, a in enumerate(repositories.agents_of_org(db, org.id))]
-        for back in range(60):
+        references = itertools.count(1)
+        for back in reversed(range(60)):  # oldest first, as the spends happened
             day = at.date() - timedelta(days=back)
             pace = (0.45 if day.weekday() >= 5 else 1.0) * (1 - back / 120)
             for agent_key, share in [*agents, ("", 0.15)]:
                 messages = int(rng.uniform(60, 110) * share * pace * 4)
-                credits = messages + 5 * int(messages * rng.uniform(0, 0.2)) + 10 * rng.randint(0, 3)
-                db.add(CreditUsage(org_id=org.id, day=day, agent_key=agent_key, credits=credits, messages=messages))
+                premium, documents = int(messages * rng.uniform(0, 0.2)), rng.randint(0, 3)
+                if day < START.date():
+                    credits = messages + 4 * premium + 10 * documents
+                    db.add(CreditUsage(org_id=org.id, day=day, agent_key=agent_key, credits=credits,
+                                       messages=messages))
+                    continue
+                when = min(datetime.combine(day, time(12), UTC), at)
+                parts: list[tuple[Activity, Model, int]] = [
+                    ("message", "standard", messages - premium), ("message", "premium", premium),
+                    ("document", "standard", documents)]
+                for activity, model, units in parts:
+                    if units:
+                        request = SpendRequest(activity=activity, model=model, units=units,
+                                               agent_id=agent_key or None, reference=f"ans_{next(references)}")
+                        spend(db.connection(), terms=terms, org_id=org.id, request=request, at=when,
+                              wall_now=wall_now())
 
     world.run(write)
 
@@ -69,6 +101,15 @@ def _remove_refused(page: Page) -> None:
     dialog = page.get_by_role("dialog", name="Remove Additional Chatbot Slots")
     dialog.get_by_role("button", name="One slot more").click()
     dialog.get_by_role("alert").wait_for()
+
+
+def _top_up_dialog(page: Page) -> None:
+    page.goto("/billing")
+    page.get_by_role("button", name="Top Up Now").click()
+    dialog = page.get_by_role("dialog", name="Top Up Now")
+    dialog.get_by_role("button", name="One pack more").click()
+    dialog.get_by_role("button", name="One pack more").click()
+    dialog.locator('[data-field="charge_now"]').filter(has_text="$60.00").wait_for()
 
 
 def _usage_filtered(page: Page) -> None:
@@ -94,6 +135,7 @@ SHOTS: list[tuple[str, Callable[[Page], None], bool]] = [
     ("agents", lambda p: p.goto("/agents"), True),
     ("plans", lambda p: p.goto("/billing/plans"), True),
     ("billing", lambda p: p.goto("/billing"), True),
+    ("top-up-dialog", _top_up_dialog, False),
     ("usage", lambda p: p.goto("/usage"), True),
     ("usage-filtered", _usage_filtered, True),
     ("invoice", _invoice, True),

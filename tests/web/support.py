@@ -21,14 +21,15 @@ from sqlalchemy.orm import Session
 
 from slotwise.api.app import create_app
 from slotwise.api.deps import AppState
-from slotwise.catalog import load_catalog
-from slotwise.clock import SimulatedClock
+from slotwise.catalog import Activity, Model, load_catalog
+from slotwise.clock import SimulatedClock, wall_now
 from slotwise.config import Settings, parse_instant
 from slotwise.db import make_engine, transaction
 from slotwise.gateway import SandboxGateway
 from slotwise.models import Base
-from slotwise.services import addons, agents, members, organizations, renewals
+from slotwise.services import addons, agents, members, organizations, renewals, topups
 from slotwise.services.context import Actor, Role
+from slotwise.services.spend import SpendRequest, spend
 
 START = datetime(2026, 11, 15, 9, 0, tzinfo=UTC)
 PASSWORD = "correct-horse-battery"
@@ -161,6 +162,18 @@ class World:
     def remove_slots(self, org: SeededOrg, addon: str, quantity: int) -> None:
         self.run(lambda db, at: addons.remove_slots(db, env=self.state.env, actor=org.owner, addon_code=addon,
                                                     quantity=quantity, at=at))
+
+    def spend(self, org: SeededOrg, units: int, activity: Activity = "message", model: Model = "standard",
+              agent_id: str | None = None) -> None:
+        """A real credit spend (``services.spend``), as the platform's backend makes one per answer."""
+        World._count += 1
+        request = SpendRequest(activity=activity, model=model, units=units, agent_id=agent_id,
+                               reference=f"ans_web_{World._count}")
+        self.run(lambda db, at: spend(db.connection(), terms=self.state.env.catalog.credits, org_id=org.id,
+                                      request=request, at=at, wall_now=wall_now()))
+
+    def top_up(self, org: SeededOrg, packs: int) -> None:
+        self.run(lambda db, at: topups.top_up(db, env=self.state.env, actor=org.owner, packs=packs, at=at))
 
     def clock_to(self, when: str) -> None:
         renewals.advance_clock(self.state.sessions, env=self.state.env, clock=self.state.clock,

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.factories import Api
-from tests.web.test_sessions import login, make_org, page_csrf
+from tests.web.test_sessions import PASSWORD, login, make_org, page_csrf
 
 
 def _addon_slots(client: TestClient, org: dict[str, Any], code: str = "agent_slots") -> int:
@@ -167,3 +167,109 @@ class TestQuantities:
         done = client.post("/billing/addons/agent_slots/remove",
                            data={"quantity": "2", "csrf_token": page_csrf(client)})
         assert "Slots removed successfully." in done.text
+
+
+def _credits(client: TestClient, org: dict[str, Any]) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {org['owner']['api_token']}"}
+    body: dict[str, Any] = client.get(f"/v1/organizations/{org['id']}/credits", headers=headers).json()
+    return body
+
+
+class TestCreditForms:
+    """Top Up Now and Auto-Recharge on the Billing page: the API's validators, a clear message, nothing
+    half-written."""
+
+    @pytest.mark.parametrize("typed", ["0", "101", "1_0", "١٠", "²", "+2", "2.0", "-1", "", "9" * 5000])
+    def test_top_up_refuses_a_number_of_packs_that_is_not_1_to_100(
+        self, typed: str, api: Api, client: TestClient
+    ) -> None:
+        org = make_org(api)
+        login(client, "owner@acme.test")
+        response = client.post("/billing/credits/top-up", data={"packs": typed, "csrf_token": page_csrf(client)})
+        assert response.status_code == 200
+        assert "Enter how many packs to buy: a whole number from 1 to 100." in response.text
+        assert _credits(client, org)["topup"]["remaining"] == 0  # nothing bought, nothing charged
+        bought = client.post("/billing/credits/top-up", data={"packs": "2", "csrf_token": page_csrf(client)})
+        assert "Credits added successfully." in bought.text
+        assert _credits(client, org)["topup"]["remaining"] == 2000
+
+    @pytest.mark.parametrize(("form", "message"), [
+        ({"threshold": "-1"}, "Enter the threshold as a whole number of credits"),
+        ({"threshold": "1_000"}, "Enter the threshold as a whole number of credits"),
+        ({"threshold": "1000000001"}, "Enter the threshold as a whole number of credits"),
+        ({"threshold": "9" * 5000}, "Enter the threshold as a whole number of credits"),
+        ({"threshold": ""}, "Enter the threshold as a whole number of credits"),
+        ({"max_per_month": "0"}, "Enter the max recharges per month as a whole number from 1 to 100."),
+        ({"max_per_month": "101"}, "Enter the max recharges per month as a whole number from 1 to 100."),
+        ({"max_per_month": "2.5"}, "Enter the max recharges per month as a whole number from 1 to 100."),
+        ({"enabled": "yes"}, "Turn auto-recharge on or off with its switch."),
+    ])
+    def test_auto_recharge_refuses_bad_settings_and_keeps_the_old_ones(
+        self, form: dict[str, str], message: str, api: Api, client: TestClient
+    ) -> None:
+        org = make_org(api)
+        login(client, "owner@acme.test")
+        data = {"enabled": "on", "threshold": "250", "max_per_month": "4", **form, "csrf_token": page_csrf(client)}
+        response = client.post("/billing/credits/auto-recharge", data=data)
+        assert response.status_code == 200
+        assert message in response.text
+        settings = _credits(client, org)["auto_recharge"]
+        assert (settings["enabled"], settings["threshold"], settings["max_per_month"]) == (False, 100, 1)
+
+    def test_auto_recharge_saves_what_the_api_would(self, api: Api, client: TestClient) -> None:
+        org = make_org(api)
+        login(client, "owner@acme.test")
+        data = {"enabled": "on", "threshold": "250", "max_per_month": "4", "csrf_token": page_csrf(client)}
+        assert "Auto-recharge settings updated." in client.post("/billing/credits/auto-recharge", data=data).text
+        settings = _credits(client, org)["auto_recharge"]
+        assert (settings["enabled"], settings["threshold"], settings["max_per_month"]) == (True, 250, 4)
+        off = client.post("/billing/credits/auto-recharge", data={"threshold": "0", "max_per_month": "100",
+                                                                  "csrf_token": page_csrf(client)})
+        assert "Auto-recharge settings updated." in off.text
+        settings = _credits(client, org)["auto_recharge"]
+        assert (settings["enabled"], settings["threshold"], settings["max_per_month"]) == (False, 0, 100)
+
+    @pytest.mark.parametrize("path", ["/billing/credits/top-up", "/billing/credits/auto-recharge"])
+    def test_a_form_without_its_csrf_token_is_refused(self, path: str, api: Api, client: TestClient) -> None:
+        org = make_org(api)
+        login(client, "owner@acme.test")
+        form = {"packs": "1", "enabled": "on", "threshold": "5", "max_per_month": "3"}
+        for data in (form, {**form, "csrf_token": "forged"}):
+            response = client.post(path, data=data, follow_redirects=False)
+            assert response.status_code == 403
+            assert "This form has expired" in response.text
+        credits = _credits(client, org)
+        assert credits["topup"]["remaining"] == 0 and credits["auto_recharge"]["enabled"] is False
+
+    @pytest.mark.parametrize("role", ["admin", "member"])
+    def test_a_forged_post_from_anyone_but_the_owner_is_refused(
+        self, role: str, api: Api, client: TestClient
+    ) -> None:
+        org = make_org(api)
+        user = api.add_user(org["id"], role=role, password=PASSWORD)
+        login(client, user["email"])
+        csrf = page_csrf(client, "/billing")
+        bought = client.post("/billing/credits/top-up", data={"packs": "abc", "csrf_token": csrf})
+        assert "Credit purchases are Owner Only." in bought.text
+        saved = client.post("/billing/credits/auto-recharge",
+                            data={"enabled": "on", "threshold": "x", "max_per_month": "1", "csrf_token": csrf})
+        assert "Only the organization owner can manage auto-recharge." in saved.text
+        credits = _credits(client, org)
+        assert credits["topup"]["remaining"] == 0 and credits["auto_recharge"]["enabled"] is False
+
+    def test_the_top_up_preview_needs_the_csrf_header_and_a_valid_number(
+        self, api: Api, client: TestClient
+    ) -> None:
+        make_org(api)
+        login(client, "owner@acme.test")
+        body = {"action": "top-up", "quantity": 3}
+        refused = client.post("/billing/credits/top-up/preview", json=body)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
+        headers = {"X-CSRF-Token": page_csrf(client)}
+        ours = client.post("/billing/credits/top-up/preview", json=body, headers=headers).json()
+        assert ours["allowed"] is True
+        assert ours["display"] == {"quantity": "3", "credits": "3,000 credits", "charge_now": "$60.00", "message": ""}
+        for quantity in (0, 101, "3", 1.5, None):
+            bad = client.post("/billing/credits/top-up/preview", json={"action": "top-up", "quantity": quantity},
+                              headers=headers)
+            assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request"), quantity

@@ -136,6 +136,8 @@ def explain(error: SlotwiseError) -> Flash:
         return Flash("error", error.message,
                      "Nothing was charged and nothing changed. Update your card, then try again.",
                      "/billing#payment-method", "Update your card")
+    if error.code in ("payment_method_required", "payment_required"):
+        return Flash("error", error.message, None, "/billing#payment-method", "Update your card")
     if error.code == "below_usage":
         href, label = ("/team", "Go to Team") if details.get("resource") == "members" else ("/agents", "Go to Agents")
         return Flash("error", error.message, None, href, label)

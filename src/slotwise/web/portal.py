@@ -12,6 +12,7 @@ from slotwise import repositories as repo
 from slotwise.catalog import Plan
 from slotwise.services import payments, subscriptions
 from slotwise.web.billing import org_overview
+from slotwise.web.credits import credits_panel
 from slotwise.web.deps import FormDep, PageDep, act
 from slotwise.web.render import Flash, long_date, money, render
 
@@ -28,6 +29,7 @@ def overview_page(page: PageDep) -> Response:
     scheduled = overview.subscription.scheduled_plan if overview.subscription else None
     return render(page.request, "billing.html", {
         "page": page, "nav": "billing", "overview": overview, "invoices": invoices,
+        "credits": credits_panel(page, overview),
         "scheduled_plan": page.env.catalog.plan(scheduled) if scheduled else None,
     })
 
