@@ -365,7 +365,7 @@ async def _lane_client(engine: Engine, pool: Organizations, op: Operation, first
     assert op.lane is not None
     lane = Lane(engine.url.render_as_string(hide_password=False), size=1)
     lane.trace = []
-    await lane.pool.open(wait=True)
+    await lane.open(wait=True)
     k = 0
     try:
         async with lane.connection() as conn:

@@ -113,23 +113,29 @@ class Lane:
 
     def __init__(self, database_url: str, *, size: int) -> None:
         url = make_url(database_url).set(drivername="postgresql")
-        conninfo = url.render_as_string(hide_password=False)
+        self.conninfo, self.size = url.render_as_string(hide_password=False), size
+        self.pool: AsyncConnectionPool[Any] | None = None
+        self.trace: list[str] | None = None
+
+    async def open(self, *, wait: bool = False) -> None:
+        """A pool of its own for each start of the app (an event loop's), closed by ``close``."""
         self.pool = AsyncConnectionPool(
-            conninfo, min_size=size, max_size=size, timeout=POOL_TIMEOUT_SECONDS, open=False,
+            self.conninfo, min_size=self.size, max_size=self.size, timeout=POOL_TIMEOUT_SECONDS, open=False,
             # Autocommit: reads need no transaction, a creation opens its own. Prepared from the first
             # use. UTC, so dates are the billing dates everywhere (as UTCDateTime makes them).
             kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": namedtuple_row,
                     "options": "-c TimeZone=UTC"})
-        self.trace: list[str] | None = None
-
-    async def open(self) -> None:
-        await self.pool.open(wait=False)
+        await self.pool.open(wait=wait)
 
     async def close(self) -> None:
-        await self.pool.close()
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.close()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        if self.pool is None:
+            raise RuntimeError("the fast lane is used outside the app's lifespan")
         async with self.pool.connection() as conn:
             yield conn
 
