@@ -110,6 +110,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", ORG_PREFIX + "/credits"): Rule("any", 200),
     ("POST", ORG_PREFIX + "/credits/top-up"): Rule("owner", 201, {"packs": 1}),
     ("PUT", ORG_PREFIX + "/credits/auto-recharge"): Rule("owner", 200, {"enabled": False}),
+    ("GET", ORG_PREFIX + "/usage"): Rule("any", 200),
     # Any member (and the operator key): the platform's backend spends for every answer (SPEC §11).
     ("POST", ORG_PREFIX + "/credits/spend"): Rule("any", 200, {"activity": "tool", "reference": "matrix",
                                                                "playground": True}),
