@@ -3,29 +3,14 @@ short; a reference answers once for ever; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
-from slotwise.models import new_id
 from tests.conftest import OPERATOR_KEY
+from tests.credit_support import set_balances
 from tests.factories import Api, Org, error_of
-
-
-def set_balances(engine: Engine, org: Org, *, plan: int, topup: int) -> None:
-    """Bring the pools to ``plan`` and ``topup`` with one ledger adjustment (as an operator would)."""
-    with engine.begin() as conn:
-        row = conn.execute(text("select plan_balance, topup_balance from credit_accounts where org_id = :o"),
-                           {"o": org.id}).one()
-        conn.execute(text("update credit_accounts set plan_balance = :p, topup_balance = :t where org_id = :o"),
-                     {"p": plan, "t": topup, "o": org.id})
-        conn.execute(text(
-            "insert into credit_ledger (id, org_id, kind, plan_delta, topup_delta, playground, created_at)"
-            " values (:id, :o, 'adjustment', :dp, :dt, false, :at)"),
-            {"id": new_id("cre"), "o": org.id, "dp": plan - row.plan_balance, "dt": topup - row.topup_balance,
-             "at": datetime.now(UTC)})
 
 
 def account(engine: Engine, org: Org) -> Any:

@@ -10,10 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
-from slotwise.models import new_id
 from tests.conftest import OPERATOR_KEY
+from tests.credit_support import set_balances
 from tests.factories import Org
 from tests.reliability.harness import headers, trials
 from tests.reliability.test_two_servers import Pair, Request, codes, race, two_servers
@@ -40,15 +39,7 @@ def post(path: str, body: Any, token: str) -> Request:
 
 
 def fund(pair: Pair, org: Org, *, plan: int, topup: int) -> None:
-    """Set the pools with one ledger adjustment, as an operator's correction would."""
-    with pair.store.engine.begin() as conn:
-        old = conn.execute(text("select plan_balance, topup_balance from credit_accounts where org_id = :o"),
-                           {"o": org.id}).one()
-        conn.execute(text("update credit_accounts set plan_balance = :p, topup_balance = :t where org_id = :o"),
-                     {"p": plan, "t": topup, "o": org.id})
-        conn.execute(text("insert into credit_ledger (id, org_id, kind, plan_delta, topup_delta, playground,"
-                          " created_at) values (:id, :o, 'adjustment', :dp, :dt, false, current_timestamp)"),
-                     {"id": new_id("cre"), "o": org.id, "dp": plan - old.plan_balance, "dt": topup - old.topup_balance})
+    set_balances(pair.store.engine, org, plan=plan, topup=topup)
 
 
 def balances_and_ledger(pair: Pair, org: Org) -> tuple[int, int, int, int]:
