@@ -15,6 +15,7 @@ from fastapi import APIRouter, Form
 from pydantic import Field, ValidationError
 from starlette.responses import Response
 
+from slotwise.api import credit_schemas as cs
 from slotwise.api import schemas as s
 from slotwise.api.idempotency import claim_once
 from slotwise.api.schemas import OrganizationOut
@@ -127,7 +128,7 @@ def credits_panel(page: Page, overview: OrganizationOut) -> CreditsPanel:
 def _packs(count: int | None) -> int:
     """A number of packs through the API's ``TopUpIn`` (1–100, a strict integer)."""
     try:
-        return s.TopUpIn.model_validate({"packs": count}).packs
+        return cs.TopUpIn.model_validate({"packs": count}).packs
     except ValidationError:
         raise InvalidRequest(ASK_PACKS, field="packs") from None
 
@@ -178,7 +179,7 @@ def _settings(enabled: str, threshold: str, max_per_month: str) -> recharges.Rec
         if value is None:
             raise InvalidRequest(ASK[field], field=field)
     try:
-        body = s.AutoRechargeIn.model_validate({"enabled": enabled == "on", **values})
+        body = cs.AutoRechargeIn.model_validate({"enabled": enabled == "on", **values})
     except ValidationError as error:
         field = str(error.errors()[0]["loc"][0])
         raise InvalidRequest(ASK.get(field, "Check the auto-recharge settings."), field=field) from None

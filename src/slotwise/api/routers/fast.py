@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.types import Scope
 
+from slotwise.api import credit_schemas as cs
 from slotwise.api import present
 from slotwise.api import schemas as s
 from slotwise.api.deps import StateDep, bearer_token, catch_up_now, is_operator_key, refuse_impossible_ids
@@ -112,8 +113,8 @@ async def create_agent(org: str, body: s.CreateAgent, request: Request, state: S
     return json_body(present.agent(change.agent, change), status_code=201)
 
 
-@router.post(SPEND, response_model=s.SpendOut)
-async def spend_credits(org: str, body: s.SpendIn, request: Request, state: StateDep) -> Response:
+@router.post(SPEND, response_model=cs.SpendOut)
+async def spend_credits(org: str, body: cs.SpendIn, request: Request, state: StateDep) -> Response:
     lane = _lane(state)
     async with lane.connection() as conn:
         if is_operator_key(bearer_token(request), state):

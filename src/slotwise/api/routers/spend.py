@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from slotwise.api import credit_schemas as cs
 from slotwise.api import schemas as s
 from slotwise.api.deps import AUTOCOMMIT_ROUTES, MemberOrOperator, NowDep, SessionDep, StateDep
 from slotwise.api.responses import json_body
@@ -18,8 +19,8 @@ AUTOCOMMIT_ROUTES.add(SPEND)  # one statement on PostgreSQL: atomic on its own, 
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": s.ErrorBody} for code in (401, 402, 404, 409, 422)}
 
 
-@router.post(SPEND, response_model=s.SpendOut, responses=ERRORS)
-def spend_credits(body: s.SpendIn, reader: MemberOrOperator, db: SessionDep, state: StateDep, now: NowDep) -> Response:
+@router.post(SPEND, response_model=cs.SpendOut, responses=ERRORS)
+def spend_credits(body: cs.SpendIn, reader: MemberOrOperator, db: SessionDep, state: StateDep, now: NowDep) -> Response:
     """Debit the activity's cost (plan credits first, then top-up) or refuse with
     ``insufficient_credits``, nothing spent. A repeated ``reference`` answers the first result."""
     request = SpendRequest(activity=body.activity, reference=body.reference, units=body.units, model=body.model,
@@ -29,7 +30,7 @@ def spend_credits(body: s.SpendIn, reader: MemberOrOperator, db: SessionDep, sta
     return json_body(spend_answer(done))
 
 
-def spend_answer(done: Spent) -> s.SpendOut:
-    return s.SpendOut(id=done.id, reference=done.reference, cost=done.cost, from_plan=done.from_plan,
+def spend_answer(done: Spent) -> cs.SpendOut:
+    return cs.SpendOut(id=done.id, reference=done.reference, cost=done.cost, from_plan=done.from_plan,
                       from_topup=done.from_topup, replayed=done.replayed,
-                      balance=s.CreditBalance(plan=done.plan, topup=done.topup, total=done.total))
+                      balance=cs.CreditBalance(plan=done.plan, topup=done.topup, total=done.total))

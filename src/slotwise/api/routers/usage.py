@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from slotwise.api import credit_schemas as cs
 from slotwise.api import schemas as s
 from slotwise.api.deps import EnvDep, MemberOrOperator, NowDep, SessionDep
 from slotwise.api.responses import json_body
@@ -18,7 +19,7 @@ ERRORS: dict[int | str, dict[str, object]] = {code: {"model": s.ErrorBody} for c
 ORG = "/v1/organizations/{org}"
 
 
-@router.get(ORG + "/usage", response_model=s.UsageOut, responses=ERRORS)
+@router.get(ORG + "/usage", response_model=cs.UsageOut, responses=ERRORS)
 def get_usage(
     reader: MemberOrOperator, db: SessionDep, env: EnvDep, now: NowDep,
     start: Annotated[str | None, Query(alias="from", description="First day, YYYY-MM-DD (UTC), included. "
@@ -33,10 +34,10 @@ def get_usage(
     query = usage.parse_query(start=start, end=end, interval=interval, agent_id=agent_id, today=now.date())
     report = usage.usage(db, catalog=env.catalog, org_id=reader.org_id, start=query.start, end=query.end,
                          agent_id=query.agent_id, interval=query.interval)
-    return json_body(s.UsageOut(
+    return json_body(cs.UsageOut(
         start=report.start, end=report.end, interval=report.interval, agent_id=report.agent_id,
         credits_used=report.credits_used, messages=report.messages,
-        series=[s.UsageBucketOut(start=b.start, credits=b.credits, messages=b.messages) for b in report.series],
-        agents=s.UsedOfLimit(used=report.agents.used, limit=report.agents.limit),
-        members=s.UsedOfLimit(used=report.members.used, limit=report.members.limit),
+        series=[cs.UsageBucketOut(start=b.start, credits=b.credits, messages=b.messages) for b in report.series],
+        agents=cs.UsedOfLimit(used=report.agents.used, limit=report.agents.limit),
+        members=cs.UsedOfLimit(used=report.members.used, limit=report.members.limit),
     ))
