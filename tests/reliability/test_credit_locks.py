@@ -32,11 +32,10 @@ SELECT :id, org_id, 'spend', -7, 0, false, plan_balance, topup_balance, now() FR
 """)
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite runs one writer at a time: nothing to interleave
 def test_a_spend_is_not_held_up_by_the_organization_lock_and_nothing_deadlocks(
     backend: str, engine: Engine, sessions: sessionmaker[Session], env: Env
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("SQLite runs one writer at a time")
     with sessions.begin() as db:
         org_id = organizations.create_organization(
             db, env=env, name="Locks", owner_email="locks@example.test", owner_name=None, owner_password=None,
