@@ -203,3 +203,16 @@ def test_an_id_with_a_control_character_is_simply_not_found(api: Api, org: Org, 
     operator = api.client.post(f"/v1/organizations/{org.id}%00/credits/spend", headers=api.bearer(OPERATOR_KEY),
                                json={"activity": "tool", "reference": "nul"})
     error_of(operator, 404, "not_found")
+
+
+def test_a_spend_sent_with_an_idempotency_key_takes_the_general_path_alike(org: Org, engine: Engine) -> None:
+    """On PostgreSQL a request with an Idempotency-Key is not taken by the fast lane: the general route
+    answers it the same way (the reference, not the key, is what makes a spend idempotent)."""
+    set_balances(engine, org, plan=10, topup=0)
+    first = org.post("/credits/spend", {"activity": "tool", "reference": "keyed", "units": 3}, key="k-1")
+    again = org.post("/credits/spend", {"activity": "tool", "reference": "keyed", "units": 3}, key="k-2")
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert first.json()["balance"]["total"] == 7 and again.json()["replayed"] is True
+    error_of(org.post("/credits/spend", {"activity": "tool", "reference": "big", "units": 8}, key="k-3"),
+             402, "insufficient_credits")
+    assert account(engine, org).plan_balance == 7
