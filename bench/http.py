@@ -55,7 +55,7 @@ PYTHON = sys.executable
 SLOTWISE = str(Path(sys.executable).with_name("slotwise"))
 ROOT = Path(__file__).resolve().parents[1]  # where bench.bare_app is imported from
 GOOD_CARD = "4242424242424242"
-MAX_CREATES_PER_SECOND = 1500  # capacity bought per organization assumes no faster creation than this
+MAX_CREATES_PER_SECOND = 4000  # capacity bought per organization assumes no faster creation than this
 READY_SECONDS = 60.0
 GOALS = {"GET": 0.33, "POST": 0.2,  # the issues' goals: slotwise vs bare at the same workers,
          "SPEND": 0.5}  # and the credit spend vs the same server's cheapest authenticated route
