@@ -108,24 +108,30 @@ async def get_env(state: StateDep) -> Env:
 EnvDep = Annotated[Env, Depends(get_env)]
 
 
-def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+def parse_bearer(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header; None for anything else."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated()
+        return None
     return token.strip()
+
+
+def bearer_token(request: Request) -> str:
+    token = parse_bearer(request.headers.get("authorization", ""))
+    if token is None:
+        raise Unauthenticated()
+    return token
 
 
 def token_caller(request: Request, state: StateDep, db: SessionDep) -> Caller | None:
     """The user behind the bearer token, the billing time and whether their organization has work
     due, in one round trip; None without a user token. Computed once per request (FastAPI caches a
     dependency), for both the caller and the time."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = parse_bearer(request.headers.get("authorization", ""))
+    if token is None:
         return None
     clock = state.clock
-    found = hotpath.caller(db, hash_secret(token.strip()), wall_now=None if clock.simulated else clock.now(db))
+    found = hotpath.caller(db, hash_secret(token), wall_now=None if clock.simulated else clock.now(db))
     if found is not None and found.now is None:  # the simulated clock's first read creates its row
         now = clock.now(db)
         found = replace(found, now=now, due=repo.org_has_due_work(db, found.org_id, now))
@@ -187,10 +193,14 @@ def catch_up_now(state: AppState, *, org_id: str, at: datetime) -> None:
         renewals.catch_up(own, env=state.env, org_id=org_id, at=at)
 
 
-def refuse_impossible_ids(request: Request) -> None:
+def impossible_id(value: str) -> bool:
     """No id holds a control character, so such an id is simply not found (PostgreSQL would
     otherwise refuse a NUL in the lookup and the client would get a 500)."""
-    if any(ch < " " or ch == "\x7f" for value in request.path_params.values() for ch in str(value)):
+    return any(ch < " " or ch == "\x7f" for ch in value)
+
+
+def refuse_impossible_ids(request: Request) -> None:
+    if any(impossible_id(str(value)) for value in request.path_params.values()):
         raise NotFound()
 
 
