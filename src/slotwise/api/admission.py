@@ -52,6 +52,7 @@ class Admission:
         self._running: Counter[str] = Counter()  # requests in the app, per tenant
         self._in_app = 0
         self._queue: list[_Waiter] = []  # in arrival order
+        self._sized_loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/static/"):
@@ -69,10 +70,14 @@ class Admission:
 
     def _size_threads(self) -> None:
         """Sync endpoints and dependencies run on anyio's default thread limiter, one per event loop:
-        it must have a thread for every admitted request."""
+        it must have a thread for every admitted request. Looked up once per loop."""
+        loop = asyncio.get_running_loop()
+        if loop is self._sized_loop:
+            return
         limiter = anyio.to_thread.current_default_thread_limiter()
         if limiter.total_tokens < self.limit:
             limiter.total_tokens = self.limit
+        self._sized_loop = loop
 
     async def _enter(self, tenant: str) -> bool:
         with self._lock:

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor
+from psycopg.pq import ExecStatus
 from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import ClauseElement, bindparam, exists, insert, make_url, select, update
@@ -143,7 +144,9 @@ class Lane:
         if self.trace is not None:
             self.trace.append(statement.sql)
         cursor = await conn.execute(statement.sql, statement.bind(values))
-        return await cursor.fetchall() if cursor.description else []
+        # The result's status, not ``cursor.description``, which builds a Column for every field.
+        result = cursor.pgresult
+        return await cursor.fetchall() if result is not None and result.status == ExecStatus.TUPLES_OK else []
 
     async def caller(self, conn: AsyncConnection[Any], token_hash: str, *, wall_now: datetime | None) -> Caller | None:
         """``hotpath.caller`` on the lane: one round trip."""
