@@ -312,10 +312,12 @@ def measure(*, postgres: str, workers_list: list[int], connections: int, seconds
             bare_cmd, slotwise_cmd = commands(server, workers)
             bare = ServerProcess(bare_cmd, workers, env, folder / f"bare-{workers}.log").start("/ping")
             try:
-                for method, path, body in (("GET", "/ping", None), ("POST", "/things", '{"name": "bench"}')):
+                for method, path, body in (("GET", "/ping", None), ("DB", "/ping-db", None),
+                                           ("POST", "/things", '{"name": "bench"}')):
                     headers = {"Content-Type": "application/json"} if body else {}
-                    run = wrk(bare, [Request(method, path, headers, body)], seconds=seconds, connections=connections)
-                    results.append(Result(workers, "bare", method, f"{method} {path}", run))
+                    verb = "POST" if body else "GET"
+                    run = wrk(bare, [Request(verb, path, headers, body)], seconds=seconds, connections=connections)
+                    results.append(Result(workers, "bare", method, f"{verb} {path}", run))
             finally:
                 bare.stop()
             slotwise = ServerProcess(slotwise_cmd, workers, env, folder / f"slotwise-{workers}.log").start("/v1/plans")
@@ -358,6 +360,9 @@ def table(results: list[Result], connections: int) -> str:
         elif r.app == "slotwise" and bare is not None:
             share = run.per_second / bare.run.per_second
             ratio = f"{share:.2f}×"
+            one_trip = next((b for b in results if b.workers == r.workers and b.method == "DB"), None)
+            if r.method == "GET" and one_trip is not None:  # the same read's least cost: one round trip
+                ratio += f" ({run.per_second / one_trip.run.per_second:.2f}× of bare + 1 round trip)"
             met = share >= GOALS[r.method] and run.p99_ms < P99_GOAL_MS
             goal = f"≥ {GOALS[r.method]}×, p99 < {P99_GOAL_MS:g} ms: {'met' if met else 'not met'}"
         spread = "/".join(str(n) for n in run.landed) or "?"
