@@ -91,6 +91,10 @@ class Organization(Base):
     card_brand: Mapped[str | None] = mapped_column(String(32))
     card_last4: Mapped[str | None] = mapped_column(String(4))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Printed on invoices (services/billing_details.py checks them); NULL until the Owner saves them.
+    billing_email: Mapped[str | None] = mapped_column(String(254))
+    billing_company: Mapped[str | None] = mapped_column(String(200))
+    billing_address: Mapped[str | None] = mapped_column(String(500))  # lines joined by "\n"
 
 
 class User(Base):
