@@ -133,3 +133,8 @@ class InsufficientCredits(SlotwiseError):
 
 class PaymentMethodRequired(SlotwiseError):
     code, status, default_message = "payment_method_required", 409, "A payment method is required."
+
+
+class CancellationNotScheduled(SlotwiseError):
+    code, status = "cancellation_not_scheduled", 409
+    default_message = "Your subscription is not set to cancel, so there is nothing to resume."

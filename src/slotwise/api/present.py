@@ -56,6 +56,7 @@ def organization(summary: OrganizationSummary, plan_obj: Plan, now: datetime) ->
             next_billing_date=sub.period_end,
             days_remaining=max((sub.period_end.date() - now.date()).days, 0),
             scheduled_plan=sub.scheduled_plan_code,
+            cancel_at_period_end=sub.scheduled_plan_code == "free" and sub.status in ("active", "past_due"),
         ),
         capacity={
             r: s.CapacityOut(addon=c.addon, included=c.included, active_slots=c.active_slots,

@@ -221,6 +221,8 @@ class SubscriptionOut(BaseModel):
     next_billing_date: datetime
     days_remaining: int
     scheduled_plan: str | None
+    cancel_at_period_end: bool = Field(False, description="It ends at next_billing_date and the organization "
+                                                          "moves to Free (POST …/subscription/resume undoes it).")
 
 
 class CapacityOut(BaseModel):

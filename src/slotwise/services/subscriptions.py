@@ -1,4 +1,5 @@
-"""Starting a paid plan, upgrading at once with pro-ration, downgrading at renewal."""
+"""Starting a paid plan, upgrading at once with pro-ration, downgrading at renewal, canceling at the
+period end and resuming."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
-from slotwise.capacity import plan_change_refusal
-from slotwise.catalog import Plan
-from slotwise.errors import InvalidRequest, PaymentFailed, PaymentRequired, PlanUnavailable
+from slotwise.capacity import count_noun, plan_change_refusal
+from slotwise.catalog import RESOURCES, Plan
+from slotwise.errors import (
+    BelowUsage,
+    CancellationNotScheduled,
+    InvalidRequest,
+    PaymentFailed,
+    PaymentRequired,
+    PlanUnavailable,
+    SubscriptionRequired,
+)
 from slotwise.models import Invoice, Organization, Subscription, new_id
 from slotwise.periods import period_at_index
 from slotwise.proration import prorate
@@ -138,3 +147,82 @@ def _upgrade(
     org.plan_code = new.code
     refills.upgrade(db, org_id=org.id, old=old, new=new, at=at, invoice_id=invoice.id)  # the difference, at once
     return PlanChange("upgraded", new.code, at, invoice)
+
+
+FREE = "free"  # the catalog's one free plan (catalog.parse_catalog insists on it)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelChange:
+    kind: str  # cancel_scheduled | already_scheduled | resumed
+    subscription: Subscription
+
+    @property
+    def cancels_at(self) -> datetime | None:
+        return self.subscription.period_end if self.kind != "resumed" else None
+
+    @property
+    def message(self) -> str:
+        return {
+            "cancel_scheduled": "Your subscription will be canceled at the end of the billing period.",
+            "already_scheduled": "Your subscription is already set to cancel at the end of the billing period.",
+            "resumed": "Your subscription was resumed. It renews as usual.",
+        }[self.kind]
+
+
+def is_canceling(sub: Subscription | None) -> bool:
+    """Set to end at its period's end: its next plan is Free, whose renewal ends a subscription."""
+    return sub is not None and sub.status in RENEWING_STATUSES and sub.scheduled_plan_code == FREE
+
+
+RENEWING_STATUSES = ("active", "past_due")
+
+
+def _paid_subscription(db: Session, org_id: str) -> Subscription:
+    sub = repo.current_subscription(db, org_id)
+    if sub is None:
+        raise SubscriptionRequired("You are on the Free plan: there is no paid subscription to cancel or resume.")
+    if sub.status == "unpaid":
+        raise PaymentRequired()
+    return sub
+
+
+def cancel_at_period_end(db: Session, *, env: Env, actor: Actor, at: datetime) -> CancelChange:
+    """Set the subscription to end when its paid period ends (the Owner's choice; idempotent).
+
+    It stays as it is until then; at the period end the renewal applies it as a scheduled downgrade
+    to Free (``renewals.cycle._renew`` and the sweep's ``_end_on_free`` alike): the subscription
+    becomes ``canceled``, nothing is billed, add-on slots end with it (Free offers none), unused plan
+    credits expire and Free's monthly credits start, top-up credits stay; nothing is deleted. It
+    replaces a scheduled plan change. Refused with ``below_usage`` while more agents or members are in
+    use than Free allows, which keeps usage within every period's capacity; held add-ons are no reason
+    to refuse, since they simply end. Until then usage may grow only within Free's limits."""
+    require_owner(actor, "Subscription changes")
+    org = locked_org(db, actor.org_id)
+    sub = _paid_subscription(db, org.id)
+    if is_canceling(sub):
+        return CancelChange("already_scheduled", sub)
+    free = env.catalog.plan(FREE)
+    usage = load_snapshot(db, env.catalog, org).usage
+    for resource in RESOURCES:
+        limit, used = free.included(resource), usage[resource]
+        if used > limit:
+            extra = count_noun(used - limit, resource)
+            raise BelowUsage(
+                f"Free allows {count_noun(limit, resource)} and you have {used}. Archive or remove {extra} "
+                "first, then cancel.", must_free=used - limit, resource=resource)
+    sub.scheduled_plan_code = FREE
+    return CancelChange("cancel_scheduled", sub)
+
+
+def resume(db: Session, *, env: Env, actor: Actor, at: datetime) -> CancelChange:
+    """Undo a cancellation before the period ends: the subscription renews on its current plan, as if
+    it had never been canceled. Without one, ``cancellation_not_scheduled`` (a scheduled plan change
+    is kept or undone on Plans)."""
+    require_owner(actor, "Subscription changes")
+    org = locked_org(db, actor.org_id)
+    sub = _paid_subscription(db, org.id)
+    if not is_canceling(sub):
+        raise CancellationNotScheduled()
+    sub.scheduled_plan_code = None
+    return CancelChange("resumed", sub)

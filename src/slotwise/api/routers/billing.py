@@ -1,4 +1,4 @@
-"""Organization, plans, subscription, payment method, invoices and add-ons."""
+"""Organization, plans, subscription, payment method, invoices (and their PDFs), billing details and add-ons."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from slotwise import repositories as repo
+from slotwise.api import portal_schemas as ps
 from slotwise.api import present
 from slotwise.api import schemas as s
 from slotwise.api.deps import EnvDep, NowDep, OrgActor, SessionDep
 from slotwise.api.idempotency import caller_scope, run_idempotent
 from slotwise.api.responses import json_body
 from slotwise.errors import Forbidden, NotFound
-from slotwise.services import addons, organizations, payments, subscriptions
+from slotwise.services import addons, billing_details, invoice_pdf, organizations, payments, subscriptions
 from slotwise.services.context import require_owner
 
 router = APIRouter(tags=["billing"])
@@ -139,3 +140,50 @@ def keep_slots(
 
     return run_idempotent(request, db, scope=caller_scope(actor.user_id), now=now, body=None, action=action,
                           authorize=lambda: require_owner(actor))
+
+
+# --- the billing portal (SPEC §12): billing details, invoice PDFs, cancel at period end, resume ------
+
+@router.get(ORG + "/billing-details", response_model=ps.BillingDetailsOut, responses=ERRORS)
+def get_billing_details(actor: OrgActor, db: SessionDep) -> ps.BillingDetailsOut:
+    """Read by the Owner and admins, who read the invoices they are printed on."""
+    _require_billing_reader(actor)
+    return ps.billing_details(billing_details.organization_with_details(db, actor.org_id)[1])
+
+
+@router.put(ORG + "/billing-details", response_model=ps.BillingDetailsOut, responses=ERRORS)
+def put_billing_details(body: ps.BillingDetailsIn, actor: OrgActor, db: SessionDep) -> ps.BillingDetailsOut:
+    """Replace the details (Owner only); the same body twice stores the same details."""
+    details = billing_details.update_billing_details(db, actor=actor, email=body.email, company=body.company,
+                                                     address=body.address)
+    return ps.billing_details(details)
+
+
+@router.get(ORG + "/invoices/{invoice_id}/pdf", response_class=Response, responses={
+    **ERRORS, 200: {"content": {"application/pdf": {}}, "description": "The invoice, or its receipt once paid."}})
+def get_invoice_pdf(invoice_id: str, actor: OrgActor, db: SessionDep) -> Response:
+    _require_billing_reader(actor)
+    found = repo.invoice_in_org(db, actor.org_id, invoice_id)
+    if found is None:
+        raise NotFound("No such invoice.")
+    org, details = billing_details.organization_with_details(db, actor.org_id)
+    return Response(invoice_pdf.render_invoice_pdf(found, org, details), media_type="application/pdf",
+                    headers=invoice_pdf.download_headers(found))
+
+
+@router.post(ORG + "/subscription/cancel", response_model=ps.CancelOut, responses=ERRORS)
+def cancel_subscription(actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep) -> Response:
+    def action() -> ps.CancelOut:
+        return ps.cancel_change(subscriptions.cancel_at_period_end(db, env=env, actor=actor, at=now))
+
+    return run_idempotent(request, db, scope=caller_scope(actor.user_id), now=now, body=None, action=action,
+                          authorize=lambda: require_owner(actor, "Subscription changes"))
+
+
+@router.post(ORG + "/subscription/resume", response_model=ps.CancelOut, responses=ERRORS)
+def resume_subscription(actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep) -> Response:
+    def action() -> ps.CancelOut:
+        return ps.cancel_change(subscriptions.resume(db, env=env, actor=actor, at=now))
+
+    return run_idempotent(request, db, scope=caller_scope(actor.user_id), now=now, body=None, action=action,
+                          authorize=lambda: require_owner(actor, "Subscription changes"))
