@@ -21,7 +21,7 @@ from slotwise import repositories
 from slotwise.catalog import Activity, Model
 from slotwise.clock import wall_now
 from slotwise.models import CreditUsage
-from slotwise.services import recharges
+from slotwise.services import billing_details, recharges
 from slotwise.services.spend import SpendRequest, spend
 from tests.web.support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, START, LiveServer, SeededOrg, World
 
@@ -41,6 +41,9 @@ def seed(world: World) -> SeededOrg:
     world.invite(org, "new.hire@acme.example")
     seed_usage(world, org)
     seed_credits(world, org)
+    world.run(lambda db, at: billing_details.update_billing_details(
+        db, actor=org.owner, email="billing@acme.example", company="Acme Robotics GmbH",
+        address="Müllerstraße 12\n10115 Berlin\nGermany"))
     return org
 
 
@@ -123,8 +126,14 @@ def _usage_filtered(page: Page) -> None:
 
 def _invoice(page: Page) -> None:
     page.goto("/billing")
-    page.get_by_role("link", name="#2").click()
+    page.get_by_role("link", name="#2", exact=True).click()
     page.get_by_role("heading", name="Invoice #2").wait_for()
+
+
+def _portal_cancel_dialog(page: Page) -> None:
+    page.goto("/billing/portal")
+    page.get_by_role("button", name="Cancel subscription").click()
+    page.get_by_role("dialog", name="Cancel subscription?").wait_for()
 
 
 SHOTS: list[tuple[str, Callable[[Page], None], bool]] = [
@@ -139,6 +148,8 @@ SHOTS: list[tuple[str, Callable[[Page], None], bool]] = [
     ("usage", lambda p: p.goto("/usage"), True),
     ("usage-filtered", _usage_filtered, True),
     ("invoice", _invoice, True),
+    ("portal", lambda p: p.goto("/billing/portal"), True),
+    ("portal-cancel-dialog", _portal_cancel_dialog, False),
 ]
 
 

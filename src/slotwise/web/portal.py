@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from slotwise import repositories as repo
 from slotwise.catalog import Plan
-from slotwise.services import payments, subscriptions
+from slotwise.services import billing_details, payments, subscriptions
 from slotwise.web.billing import org_overview
 from slotwise.web.credits import credits_panel
 from slotwise.web.deps import FormDep, PageDep, act
@@ -61,7 +61,9 @@ def invoice_page(invoice_id: str, page: PageDep) -> Response:
         return render(page.request, "error.html", {
             "page": page, "title": "Invoice not found",
             "message": "There is no such invoice, or only the owner and admins can see it."}, status_code=404)
-    return render(page.request, "invoice.html", {"page": page, "nav": "billing", "invoice": invoice})
+    details = billing_details.organization_with_details(page.db, page.org.id)[1]
+    return render(page.request, "invoice.html", {"page": page, "nav": "billing", "invoice": invoice,
+                                                 "details": details})
 
 
 @dataclass(frozen=True, slots=True)
