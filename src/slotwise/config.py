@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 # SLOTWISE_CONCURRENCY: how many requests one server process works on at once. It sizes, together,
@@ -49,6 +49,15 @@ class Settings:
     # SLOTWISE_WORKER (on unless 0): the server runs a job worker in each process (slotwise.worker).
     # Off for settings made in code (tests drive their workers themselves).
     run_worker: bool = False
+    # The card processor (slotwise.gateway.factory): SLOTWISE_GATEWAY=sandbox (the embedded default)
+    # or stripe, which needs SLOTWISE_STRIPE_SECRET_KEY; SLOTWISE_STRIPE_PUBLISHABLE_KEY goes to the
+    # card page, SLOTWISE_STRIPE_WEBHOOK_SECRET verifies POST /webhooks/stripe (unset: every webhook is
+    # refused), SLOTWISE_STRIPE_API_BASE points the library at a local fake Stripe. Secrets stay out of repr.
+    gateway: str = "sandbox"
+    stripe_secret_key: str | None = field(default=None, repr=False)
+    stripe_publishable_key: str | None = None
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
+    stripe_api_base: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -69,6 +78,11 @@ class Settings:
             quantity_changes_per_hour=int(e.get("SLOTWISE_QUANTITY_CHANGES_PER_HOUR") or 30),
             concurrency=_concurrency(e.get("SLOTWISE_CONCURRENCY")),
             run_worker=e.get("SLOTWISE_WORKER", "1").strip().lower() not in ("0", "false", "no", "off"),
+            gateway=_gateway(e),
+            stripe_secret_key=e.get("SLOTWISE_STRIPE_SECRET_KEY") or None,
+            stripe_publishable_key=e.get("SLOTWISE_STRIPE_PUBLISHABLE_KEY") or None,
+            stripe_webhook_secret=e.get("SLOTWISE_STRIPE_WEBHOOK_SECRET") or None,
+            stripe_api_base=e.get("SLOTWISE_STRIPE_API_BASE") or None,
         )
 
 
@@ -78,3 +92,13 @@ def _concurrency(text: str | None) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise ValueError("SLOTWISE_CONCURRENCY must be a whole number of at least 1")
     return int(text)
+
+
+def _gateway(e: dict[str, str]) -> str:
+    """Refuse at start-up what would only fail at the first charge."""
+    name = (e.get("SLOTWISE_GATEWAY") or "sandbox").strip().lower()
+    if name not in ("sandbox", "stripe"):
+        raise ValueError("SLOTWISE_GATEWAY must be 'sandbox' or 'stripe'")
+    if name == "stripe" and not e.get("SLOTWISE_STRIPE_SECRET_KEY"):
+        raise ValueError("SLOTWISE_GATEWAY=stripe needs SLOTWISE_STRIPE_SECRET_KEY (sk_live_… or sk_test_…)")
+    return name
