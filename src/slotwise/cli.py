@@ -20,7 +20,7 @@ from slotwise.clock import Clock, SimulatedClock, SystemClock
 from slotwise.config import Settings, parse_instant
 from slotwise.db import make_engine, make_sessionmaker, transaction
 from slotwise.errors import InvalidRequest, SlotwiseError
-from slotwise.gateway import SandboxGateway
+from slotwise.gateway.factory import make_gateway
 from slotwise.migrate import upgrade
 from slotwise.services import organizations, renewals
 from slotwise.services.context import Env
@@ -30,7 +30,7 @@ class Runtime:
     def __init__(self) -> None:
         self.settings = Settings.from_env()
         self.sessions = make_sessionmaker(make_engine(self.settings.database_url))
-        self.env = Env(catalog=load_catalog(self.settings.catalog_path), gateway=SandboxGateway(),
+        self.env = Env(catalog=load_catalog(self.settings.catalog_path), gateway=make_gateway(self.settings),
                        quantity_changes_per_hour=self.settings.quantity_changes_per_hour)
         self.clock: Clock = (
             SimulatedClock(self.settings.clock_start) if self.settings.clock == "simulated" else SystemClock()

@@ -16,6 +16,9 @@ class SlotwiseError(Exception):
     status = 400
     default_message = "The request could not be completed."
     transient = False  # True: the same request may succeed later, so it is never replayed as an answer
+    # True: what the request wrote before this refusal commits (an invoice left open for the customer's
+    # bank to verify); every other refusal rolls the request back whole.
+    keeps = False
 
     def __init__(self, message: str | None = None, **details: Any) -> None:
         self.message = message or self.default_message
@@ -80,6 +83,14 @@ class PaymentFailed(SlotwiseError):
     # Transient: after the card is fixed, the same request (and the same Idempotency-Key) may succeed.
     code, status, transient = "payment_failed", 402, True
     default_message = "Your card was declined."
+
+
+class PaymentActionRequired(SlotwiseError):
+    """The customer's bank asks them to verify the payment (SCA / 3-D Secure). The invoice stays
+    open (committed: ``keeps``) with a ``verify_url``; nothing is granted until it is verified."""
+
+    code, status, keeps = "payment_action_required", 402, True
+    default_message = "Payment needs verification: your bank asks you to confirm this payment."
 
 
 class IdempotencyConflict(SlotwiseError):

@@ -95,6 +95,7 @@ class Organization(Base):
     billing_email: Mapped[str | None] = mapped_column(String(254))
     billing_company: Mapped[str | None] = mapped_column(String(200))
     billing_address: Mapped[str | None] = mapped_column(String(500))  # lines joined by "\n"
+    processor_customer_id: Mapped[str | None] = mapped_column(String(64))  # the gateway's customer
 
 
 class User(Base):
@@ -202,6 +203,11 @@ class Invoice(Base):
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # A payment waiting for the customer's bank (SCA): the processor's intent, while the invoice is open.
+    action_intent: Mapped[str | None] = mapped_column(String(128))
+    # What paying a purchase invoice grants (JSON: slots, credits, a plan), kept while it waits for
+    # verification so that completing it grants exactly what was bought; None for renewals.
+    purchase: Mapped[str | None] = mapped_column(Text)
     lines: Mapped[list[InvoiceLine]] = relationship(
         order_by="InvoiceLine.position", cascade="all, delete-orphan", lazy="selectin"
     )
@@ -396,3 +402,16 @@ class Job(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProcessorEvent(Base):
+    """A card processor's webhook event, stored once by its id whatever how often it is delivered;
+    handled by the worker (``handled_at``), in any order."""
+
+    __tablename__ = "processor_events"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    object_id: Mapped[str | None] = mapped_column(String(255))
+    data: Mapped[str] = mapped_column(Text)  # the event's object, JSON
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

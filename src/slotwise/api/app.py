@@ -32,7 +32,8 @@ from slotwise.clock import Clock, SimulatedClock, SystemClock
 from slotwise.config import Settings
 from slotwise.db import make_engine, make_sessionmaker
 from slotwise.errors import SlotwiseError
-from slotwise.gateway import CardGateway, SandboxGateway
+from slotwise.gateway import CardGateway
+from slotwise.gateway.factory import make_gateway
 from slotwise.logs import install_redaction
 from slotwise.services.context import Env
 from slotwise.worker import start_in_process
@@ -143,7 +144,7 @@ def create_app(
     engine = engine or make_engine(settings.database_url, concurrency=settings.concurrency)
     if clock is None:
         clock = SimulatedClock(settings.clock_start) if settings.clock == "simulated" else SystemClock()
-    env = Env(catalog=catalog or load_catalog(settings.catalog_path), gateway=gateway or SandboxGateway(),
+    env = Env(catalog=catalog or load_catalog(settings.catalog_path), gateway=gateway or make_gateway(settings),
               quantity_changes_per_hour=settings.quantity_changes_per_hour)
     app = FastAPI(title="slotwise", version=__version__,
                   description="Plans, per-slot add-ons, pro-rated monthly billing and capacity.", lifespan=lifespan)

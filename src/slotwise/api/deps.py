@@ -18,7 +18,7 @@ from slotwise import hotpath
 from slotwise import repositories as repo
 from slotwise.clock import Clock
 from slotwise.config import Settings
-from slotwise.errors import NotFound, Unauthenticated
+from slotwise.errors import NotFound, SlotwiseError, Unauthenticated
 from slotwise.hotpath import Caller
 from slotwise.security import hash_secret
 from slotwise.services import renewals
@@ -82,6 +82,9 @@ async def get_db(request: Request, state: StateDep) -> AsyncIterator[Session]:
     db = state.sessions(bind=state.autocommit) if autocommit else state.sessions()
     try:
         yield db
+    except SlotwiseError as error:
+        await run_in_threadpool(_end, db, commit=error.keeps)
+        raise
     except BaseException:
         await run_in_threadpool(_end, db, commit=False)
         raise

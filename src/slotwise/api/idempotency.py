@@ -125,13 +125,22 @@ def run_idempotent(
             raise
         return _replay(stored, request_hash)
     result: dict[str, Any]
+    savepoint = db.begin_nested()
     try:
-        with db.begin_nested():
-            result, code = action().model_dump(mode="json"), status_code
+        result, code = action().model_dump(mode="json"), status_code
     except SlotwiseError as error:
+        if error.keeps:  # an invoice left open for verification: kept, and so is this answer
+            savepoint.commit()
+        else:
+            savepoint.rollback()
         if error.transient:  # e.g. rate_limited: the same request may be answered differently later
             raise
         result, code = error.body(), error.status
+    except BaseException:
+        savepoint.rollback()
+        raise
+    else:
+        savepoint.commit()
     record.status_code, record.response_body = code, stored_answer(result)
     db.flush()
     return JSONResponse(result, status_code=code)

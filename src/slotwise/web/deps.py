@@ -121,7 +121,10 @@ def act(page: Page, back: str, action: Callable[[], Flash]) -> Response:
     try:
         flash = action()
     except SlotwiseError as error:
-        savepoint.rollback()
+        if error.keeps:  # an invoice left open for the customer's bank to verify
+            savepoint.commit()
+        else:
+            savepoint.rollback()
         flash = explain(error)
     else:
         savepoint.commit()
