@@ -21,7 +21,8 @@ from slotwise.config import normalize_database_url
 from slotwise.server import SPREAD_BY_KERNEL, _OwnSocketPerWorker, listening_socket
 from tests.conftest import DEFAULT_PG, _postgres_required
 
-ROUTES = {("bare", "GET /ping"), ("bare", "GET /ping-db"), ("bare", "POST /things"), ("slotwise", "GET /v1/organizations/{org}"),
+ROUTES = {("bare", "GET /ping"), ("bare", "GET /ping-db"), ("bare", "POST /things"),
+          ("slotwise", "GET /v1/organizations/{org}"),
           ("slotwise", "POST /v1/organizations/{org}/agents"),
           ("slotwise", "POST /v1/organizations/{org}/credits/spend")}
 
