@@ -83,6 +83,7 @@ class Rule:
     ok: int  # the owner's status
     body: dict[str, Any] | None = None
     agent: str = "agent_id"  # which agent the route acts on
+    code: str | None = None  # the owner's error code, where the owner is refused for another reason
 
 
 RULES: dict[tuple[str, str], Rule] = {
@@ -91,6 +92,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PUT", ORG_PREFIX + "/payment-method"): Rule("owner", 200, {"card_number": "4242424242424242"}),
     ("GET", ORG_PREFIX + "/invoices"): Rule("billing_reader", 200),
     ("GET", ORG_PREFIX + "/invoices/{invoice_id}"): Rule("billing_reader", 200),
+    # The billing portal (SPEC §12): read like invoices, changed by the Owner. This organization uses more
+    # than Free allows, so its Owner's cancel is refused below_usage, and there is nothing to resume.
+    ("GET", ORG_PREFIX + "/invoices/{invoice_id}/pdf"): Rule("billing_reader", 200),
+    ("GET", ORG_PREFIX + "/billing-details"): Rule("billing_reader", 200),
+    ("PUT", ORG_PREFIX + "/billing-details"): Rule("owner", 200, {"email": "billing@example.test", "company": "",
+                                                                  "address": ""}),
+    ("POST", ORG_PREFIX + "/subscription/cancel"): Rule("owner", 409, code="below_usage"),
+    ("POST", ORG_PREFIX + "/subscription/resume"): Rule("owner", 409, code="cancellation_not_scheduled"),
     ("GET", ORG_PREFIX + "/addons"): Rule("any", 200),
     ("POST", ORG_PREFIX + "/addons/{code}/preview"): Rule("owner", 200, {"action": "add", "quantity": 1}),
     ("POST", ORG_PREFIX + "/addons/{code}/add"): Rule("owner", 200, {"quantity": 1}),
@@ -123,12 +132,12 @@ def expected(rule: Rule, role: str) -> tuple[int, str | None]:
     if role == "other_owner":
         return 404, "not_found"
     if role == "owner" or rule.who == "any":
-        return rule.ok, None
+        return rule.ok, rule.code
     if rule.who == "owner":
         return 403, "owner_only"
     if role == "member":  # manager and billing_reader routes
         return 403, "forbidden"
-    return rule.ok, None  # an admin on a manager or billing_reader route
+    return rule.ok, rule.code  # an admin on a manager or billing_reader route
 
 
 def fingerprint(world: World) -> list[Any]:
