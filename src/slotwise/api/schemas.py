@@ -125,7 +125,17 @@ class ChangePlan(Body):
 
 
 class PaymentMethodIn(Body):
-    card_number: CardNumber
+    """Exactly one: ``card_number`` (the sandbox's own form) or ``payment_method`` (the processor's id
+    for a card entered on its form, as Stripe.js returns it)."""
+
+    card_number: CardNumber | None = None
+    payment_method: str | None = Field(default=None, min_length=1, max_length=255)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PaymentMethodIn:
+        if (self.card_number is None) == (self.payment_method is None):
+            raise ValueError("send either card_number or payment_method")
+        return self
 
 
 # --- lists: one page at a time (SPEC §6) --------------------------------------------------------

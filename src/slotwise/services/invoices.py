@@ -9,6 +9,8 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from slotwise.gateway import CardGateway, ChargeResult
+from slotwise.gateway.base import ChargeRequest
+from slotwise.gateway.errors import GatewayUnavailable
 from slotwise.models import Charge, Invoice, InvoiceLine, Organization, new_id
 from slotwise.periods import Period, short_range
 
@@ -86,12 +88,36 @@ def issue_invoice(
 
 
 def attempt_charge(gateway: CardGateway, card_token: str | None, *, amount: int, currency: str,
-                   idempotency_key: str) -> ChargeResult:
+                   idempotency_key: str, invoice_id: str, org_id: str) -> ChargeResult:
     """One attempt at the card on file: a decline without a card, else one gateway call. Callers
-    settle a total of zero or less without calling (nothing to charge)."""
+    settle a total of zero or less without calling (nothing to charge).
+
+    A card attached through the processor (``payments.attached_token``: its customer and payment
+    method) is charged off-session with the invoice and organization in the charge's metadata; a card
+    number the sandbox stored itself is charged as before."""
     if card_token is None:
         return ChargeResult(False, "no_card", "no_payment_method", "There is no card on file.")
-    return gateway.charge(token=card_token, amount=amount, currency=currency, idempotency_key=idempotency_key)
+    attached = attached_card(card_token)
+    if attached is None:
+        return gateway.charge(token=card_token, amount=amount, currency=currency, idempotency_key=idempotency_key)
+    customer_id, payment_method_id = attached
+    return gateway.charge_off_session(ChargeRequest(
+        customer_id=customer_id, payment_method_id=payment_method_id, amount=amount, currency=currency.lower(),
+        idempotency_key=idempotency_key, invoice_id=invoice_id, org_id=org_id))
+
+
+ATTACHED = " "  # separates the processor's customer and payment method in an attached card's token
+
+
+def attached_token(customer_id: str, payment_method_id: str) -> str:
+    """The card on file for a payment method attached to the processor's customer: both ids, which
+    an off-session charge needs."""
+    return f"{customer_id}{ATTACHED}{payment_method_id}"
+
+
+def attached_card(card_token: str) -> tuple[str, str] | None:
+    customer_id, separator, payment_method_id = card_token.partition(ATTACHED)
+    return (customer_id, payment_method_id) if separator else None
 
 
 def collect(db: Session, gateway: CardGateway, org: Organization, invoice: Invoice, at: datetime) -> ChargeResult:
@@ -105,7 +131,8 @@ def collect(db: Session, gateway: CardGateway, org: Organization, invoice: Invoi
         invoice.status, invoice.paid_at = "paid", at
         return ChargeResult(True, "no_charge")
     result = attempt_charge(gateway, org.card_token, amount=invoice.total, currency=invoice.currency,
-                            idempotency_key=f"{invoice.id}:{invoice.attempt_count}")
+                            idempotency_key=f"{invoice.id}:{invoice.attempt_count}", invoice_id=invoice.id,
+                            org_id=org.id)
     db.add(
         Charge(
             id=new_id("ch"),
@@ -175,7 +202,9 @@ def charge_and_record(
         result = ChargeResult(True, "no_charge")
     else:
         result = attempt_charge(gateway, card_token, amount=total, currency=currency,
-                                idempotency_key=f"{invoice_id}:1")
+                                idempotency_key=f"{invoice_id}:1", invoice_id=invoice_id, org_id=org_id)
+    if result.retryable:  # the processor did not answer: nothing is written, the same request may succeed
+        raise GatewayUnavailable()
     if not result.succeeded:
         return result
     record = InvoiceRecord(

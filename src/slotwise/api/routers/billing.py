@@ -54,7 +54,8 @@ def update_payment_method(
     body: s.PaymentMethodIn, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep
 ) -> Response:
     def action() -> s.PaymentMethodUpdated:
-        update = payments.update_payment_method(db, env=env, actor=actor, card_number=body.card_number, at=now)
+        update = payments.update_payment_method(db, env=env, actor=actor, card_number=body.card_number,
+                                                payment_method=body.payment_method, at=now)
         org = update.organization
         return s.PaymentMethodUpdated(
             payment_method=s.PaymentMethodOut(brand=org.card_brand or "card", last4=org.card_last4 or ""),

@@ -258,4 +258,4 @@ def _first_charge(env: Env, card_token: str | None, invoice: dict[str, Any]) -> 
     if invoice["total"] <= 0:
         return None
     return attempt_charge(env.gateway, card_token, amount=invoice["total"], currency=invoice["currency"],
-                          idempotency_key=f"{invoice['id']}:1")
+                          idempotency_key=f"{invoice['id']}:1", invoice_id=invoice["id"], org_id=invoice["org_id"])
