@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from playwright.sync_api import Page, expect
 
 from tests.web.conftest import sign_in
@@ -138,7 +136,7 @@ class TestBillingOverview:
         page.get_by_role("button", name="Update card").click()
         expect(page.locator(".flash-error")).to_contain_text("That card number is not valid.")
 
-        page.get_by_role("link", name=re.compile("#1")).click()
+        page.get_by_role("link", name="#1", exact=True).click()  # not "Download PDF of invoice #1"
         expect(page.get_by_role("heading", name="Invoice #1")).to_be_visible()
         expect(page.get_by_role("cell", name="Pro plan, Nov 15 – Dec 15")).to_be_visible()
         expect(page.locator("tfoot")).to_contain_text("$150.00")
