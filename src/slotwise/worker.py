@@ -35,7 +35,7 @@ LEASE = timedelta(minutes=5)
 
 def default_handlers() -> dict[str, Handler]:
     """Every handler slotwise has, registered by the modules of their capabilities."""
-    from slotwise.services import recharges  # noqa: F401  (registers credit_recharge)
+    from slotwise.services import processor_events, recharges  # noqa: F401  (register their kinds)
 
     return jobs.registered_handlers()
 
