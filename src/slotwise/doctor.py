@@ -10,7 +10,11 @@ use, so a wrong query there cannot hide the damage it did. Checks, per organizat
 * ``slots_billed``: the active slots of an add-on are exactly those billed for this period (the
   renewal line plus the paid add-on invoices of the period): no slots without an invoice.
 * ``charges``: a paid invoice with a total above zero has exactly one succeeded charge, of that
-  amount; an open invoice has none; every collection attempt left exactly one charge record.
+  amount; an open or void invoice has none; every collection attempt left exactly one charge record.
+* ``processor_payments``: the processor's side of the same promise, from its webhook events: every
+  payment it reports succeeded for an invoice of ours (``payment_intent.succeeded`` with our metadata)
+  is for exactly one payment per invoice, and that invoice exists and is paid; and no such event was
+  left unhandled (its handler gave up waiting for the invoice: a charge whose commit never came).
 * ``numbering``: invoice numbers run 1, 2, 3… per organization, without gaps or repeats, and the
   organization's counter stands at the last one.
 * ``credits``: the organization has a credit account; each pool's balance equals the sum of its
@@ -35,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from slotwise.capacity import OrgSnapshot, Slots, renewal_capacity, resource_capacity
 from slotwise.catalog import RESOURCES, Catalog
+from slotwise.doctor_processor import processor_payments
 from slotwise.models import (
     Agent,
     Charge,
@@ -105,6 +110,8 @@ def diagnose(db: Session, catalog: Catalog, *, org_ids: Collection[str] | None =
                 _credits(org),
             ):
                 result.violations.extend(check)
+    result.violations.extend(Violation("processor_payments", org_id, detail)
+                             for org_id, detail in processor_payments(db, org_ids))
     return result
 
 
@@ -283,6 +290,9 @@ def _charges(org: _Org) -> Iterator[Violation]:
                                                f"collection attempts but {attempts[inv.id]} charges were recorded")
         if inv.status == "open" and amounts:
             yield Violation("charges", org.id, f"invoice #{inv.number} ({inv.id}) is open but has a succeeded "
+                                               f"charge of {amounts}")
+        elif inv.status == "void" and amounts:
+            yield Violation("charges", org.id, f"invoice #{inv.number} ({inv.id}) is void but has a succeeded "
                                                f"charge of {amounts}")
         elif inv.status == "paid" and inv.total > 0 and amounts != [inv.total]:
             yield Violation("charges", org.id, f"invoice #{inv.number} ({inv.id}) is paid ({inv.total}) but its "
