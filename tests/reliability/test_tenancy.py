@@ -23,10 +23,17 @@ from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select
 from starlette.routing import BaseRoute
 
 from slotwise.api.app import create_app
+from slotwise.catalog import load_catalog
+from slotwise.clock import SimulatedClock
 from slotwise.config import Settings
+from slotwise.gateway import SandboxGateway
+from slotwise.models import Job, ProcessorEvent
+from tests.conftest import OPERATOR_KEY
 from tests.factories import Api, Org, invite
 
 ORG_PREFIX = "/v1/organizations/{org}"
@@ -214,3 +221,32 @@ def test_operator_routes_need_the_operator_key(api: Api, method: str, path: str,
     headers = {} if bearer is None else {"Authorization": f"Bearer {bearer}"}
     response = api.client.request(method, path.format(org=org.id), json={}, headers=headers)
     assert response.status_code == 401 and response.json()["error"]["code"] == "unauthenticated", response.text
+
+
+# The processor's webhooks are public: no bearer token, no organization in the path. The signature
+# over the raw body is their only authentication, so no credential of ours may stand in for it.
+WEBHOOK_ROUTES = [(m, p) for m, p in APP_ROUTES if p.startswith("/webhooks/")]
+
+
+def test_the_webhook_routes_are_the_known_ones() -> None:
+    assert WEBHOOK_ROUTES == [("POST", "/webhooks/stripe")], "classify new public webhook routes here"
+
+
+@pytest.mark.parametrize("token", [None, "not-the-key", "owner", "operator"])
+def test_no_credential_of_ours_authenticates_a_webhook(
+    settings: Settings, engine: Engine, clock: SimulatedClock, token: str | None
+) -> None:
+    app = create_app(settings, engine=engine, clock=clock, gateway=SandboxGateway(webhook_secret="whsec_tenancy"),
+                     catalog=load_catalog())
+    with TestClient(app) as client:
+        api = Api(client, OPERATOR_KEY)
+        org = api.create_org("pro")
+        bearer = {"owner": org.token, "operator": OPERATOR_KEY}.get(token or "", token)
+        headers = {} if bearer is None else {"Authorization": f"Bearer {bearer}"}
+        body = {"id": "evt_tenancy", "type": "payment_intent.succeeded",
+                "data": {"object": {"id": "pi_1", "metadata": {"slotwise_org_id": org.id}}}}
+        response = client.post("/webhooks/stripe", json=body, headers=headers)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "webhook_rejected", response.text
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(ProcessorEvent)) == 0
+        assert conn.scalar(select(func.count()).select_from(Job)) == 0
