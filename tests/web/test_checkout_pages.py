@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
+from sqlalchemy.orm import Session
 
 from slotwise.api.app import create_app
 from slotwise.catalog import load_catalog
 from slotwise.clock import SimulatedClock
 from slotwise.config import Settings
-from slotwise.gateway.stripe_gateway import StripeGateway
 from slotwise.models import Organization
 from tests.localstripe_server import LocalStripe, localstripe
 from tests.web.conftest import sign_in
@@ -102,10 +102,10 @@ def stripe_world(live_server: LiveServer, tmp_path: Path, localstripe: LocalStri
     w.close()
 
 
-def test_elements_checkout_against_localstripe(stripe_world: World, browser: object, localstripe: LocalStripe
-                                               ) -> None:
+def test_elements_checkout_against_localstripe(stripe_world: World, browser: Browser,
+                                               localstripe: LocalStripe) -> None:
     assert stripe_world.state.env.gateway.name == "stripe"
-    context = browser.new_context(base_url=stripe_world.url, viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    context = browser.new_context(base_url=stripe_world.url, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     posted: list[str] = []
     page.on("request", lambda r: posted.append(r.post_data or "") if r.url.endswith("/billing/checkout")
@@ -127,8 +127,9 @@ def test_elements_checkout_against_localstripe(stripe_world: World, browser: obj
         expect(page.locator("#payment-method")).to_contain_text("Visa ending in 4242")
         assert len(posted) == 1 and "payment_method=pm_" in posted[0] and "4242424242424242" not in posted[0]
 
-        def saved(db: object, at: object) -> tuple[str | None, str | None]:
-            row = db.get(Organization, org.id)  # type: ignore[attr-defined]
+        def saved(db: Session, at: object) -> tuple[str | None, str | None]:
+            row = db.get(Organization, org.id)
+            assert row is not None
             return row.plan_code, row.processor_customer_id
 
         plan, customer = stripe_world.run(saved)
