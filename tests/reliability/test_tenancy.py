@@ -97,7 +97,6 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", ORG_PREFIX): Rule("any", 200),
     ("POST", ORG_PREFIX + "/subscription"): Rule("owner", 200, {"plan": "business"}),
     ("PUT", ORG_PREFIX + "/payment-method"): Rule("owner", 200, {"card_number": "4242424242424242"}),
-    ("POST", ORG_PREFIX + "/checkout"): Rule("owner", 200, {"plan": "business"}),
     ("GET", ORG_PREFIX + "/invoices"): Rule("billing_reader", 200),
     ("GET", ORG_PREFIX + "/invoices/{invoice_id}"): Rule("billing_reader", 200),
     # The billing portal (SPEC §12): read like invoices, changed by the Owner. This organization uses more
