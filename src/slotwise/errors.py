@@ -103,6 +103,13 @@ class PlanUnavailable(SlotwiseError):
     default_message = "This plan is not available for self-serve checkout. Contact sales."
 
 
+class AlreadyOnPlan(SlotwiseError):
+    """Checkout for the plan the organization is already on: there is nothing to pay or change."""
+
+    code, status = "already_on_plan", 409
+    default_message = "You are already on this plan."
+
+
 class Conflict(SlotwiseError):
     code, status, default_message = "conflict", 409, "That conflicts with the current state."
 

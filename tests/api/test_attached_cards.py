@@ -60,12 +60,13 @@ class TestAttach:
         assert org.capacity("agents")["active_slots"] == before
 
     def test_a_payment_needing_verification_grants_nothing(self, api: Api) -> None:
-        """Until bank verification pages land, a charge that needs the customer is refused whole."""
+        """The bank asks the Owner to verify: the invoice stays open, nothing is granted until then
+        (the whole flow: ``tests/api/test_verification.py``)."""
         org = api.create_org("pro")
         assert attach(org, NEEDS_VERIFICATION).status_code == 200
         before = org.capacity("agents")["active_slots"]
-        error = error_of(org.add_slots("agent_slots", 1), 402, "payment_failed")
-        assert error["decline_code"] == "authentication_required"
+        error = error_of(org.add_slots("agent_slots", 1), 402, "payment_action_required")
+        assert error["verify_url"] == f"/billing/invoices/{error['invoice']}/verify"
         assert org.capacity("agents")["active_slots"] == before
 
     def test_one_customer_per_organization_at_the_processor(self, api: Api, engine: Engine) -> None:

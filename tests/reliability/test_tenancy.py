@@ -97,11 +97,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", ORG_PREFIX): Rule("any", 200),
     ("POST", ORG_PREFIX + "/subscription"): Rule("owner", 200, {"plan": "business"}),
     ("PUT", ORG_PREFIX + "/payment-method"): Rule("owner", 200, {"card_number": "4242424242424242"}),
+    ("POST", ORG_PREFIX + "/checkout"): Rule("owner", 200, {"plan": "business"}),
     ("GET", ORG_PREFIX + "/invoices"): Rule("billing_reader", 200),
     ("GET", ORG_PREFIX + "/invoices/{invoice_id}"): Rule("billing_reader", 200),
     # The billing portal (SPEC §12): read like invoices, changed by the Owner. This organization uses more
     # than Free allows, so its Owner's cancel is refused below_usage, and there is nothing to resume.
     ("GET", ORG_PREFIX + "/invoices/{invoice_id}/pdf"): Rule("billing_reader", 200),
+    # Bank verification (SCA): the Owner's; an invoice already paid is answered as it is.
+    ("POST", ORG_PREFIX + "/invoices/{invoice_id}/verify"): Rule("owner", 200, {"verdict": "approve"}),
     ("GET", ORG_PREFIX + "/billing-details"): Rule("billing_reader", 200),
     ("PUT", ORG_PREFIX + "/billing-details"): Rule("owner", 200, {"email": "billing@example.test", "company": "",
                                                                   "address": ""}),

@@ -9,7 +9,7 @@ from playwright.sync_api import Locator, Page, expect
 from tests.web.conftest import sign_in
 from tests.web.support import World
 
-DECLINED_CARD = "4000000000000002"
+DECLINED_CARD = "4000000000000341"  # attaches, then declined at charge
 
 
 def field(dialog: Locator, name: str) -> Locator:
@@ -77,9 +77,10 @@ class TestAddSlots:
         org = world.org("pro")
         sign_in(page, org.owner_email)
         page.goto("/billing")
+        page.get_by_role("link", name="Update card").click()  # the card form is on the checkout page
         page.get_by_label("New card number").fill(DECLINED_CARD)
         page.get_by_role("button", name="Update card").click()
-        expect(page.get_by_role("status")).to_contain_text("ending in 0002")
+        expect(page.get_by_role("status")).to_contain_text("ending in 0341")
 
         page.goto("/billing/addons")
         page.get_by_role("button", name="Add Additional Chatbot Slots").click()

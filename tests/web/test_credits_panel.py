@@ -12,7 +12,7 @@ from slotwise.models import CreditAccount, Organization
 from tests.web.conftest import sign_in
 from tests.web.support import SeededOrg, World
 
-DECLINED_CARD = "4000000000000002"
+DECLINED_CARD = "4000000000000341"  # attaches, then declined at charge
 DISABLED = ("Auto-recharge was disabled after multiple failed payment attempts. Please update your payment "
             "method and re-enable.")
 
@@ -114,9 +114,10 @@ class TestTopUpNow:
     def test_a_declined_card_is_explained_and_changes_nothing(self, world: World, page: Page) -> None:
         org = world.org("pro")
         sign_in(page, org.owner_email, path="/login?next=/billing")
+        page.get_by_role("link", name="Update card").click()  # the card form is on the checkout page
         page.get_by_label("New card number").fill(DECLINED_CARD)
         page.get_by_role("button", name="Update card").click()
-        expect(page.get_by_role("status")).to_contain_text("ending in 0002")
+        expect(page.get_by_role("status")).to_contain_text("ending in 0341")
 
         open_top_up(page).get_by_role("button", name="Buy Credits").click()
         alert = page.locator(".flash-error")

@@ -11,7 +11,7 @@ from slotwise.catalog import Plan
 from slotwise.models import Agent, Invitation, Invoice, User
 from slotwise.services.addons import AddonView, SlotChange
 from slotwise.services.agents import AgentChange, NewAgent
-from slotwise.services.invoices import InvoiceRecord
+from slotwise.services.invoices import InvoiceRecord, verify_url
 from slotwise.services.organizations import OrganizationSummary
 from slotwise.services.renewals import SweepReport
 
@@ -31,6 +31,7 @@ def invoice(inv: Invoice | InvoiceRecord) -> s.InvoiceOut:
         id=inv.id, number=inv.number, kind=inv.kind, status=inv.status,
         currency=inv.currency, total=inv.total, period_start=inv.period_start, period_end=inv.period_end,
         created_at=inv.created_at, paid_at=inv.paid_at,
+        verify_url=verify_url(inv.id) if inv.status == "open" and getattr(inv, "action_intent", None) else None,
         lines=[
             s.InvoiceLineOut(
                 description=line.description, kind=line.kind, code=line.code, quantity=line.quantity,

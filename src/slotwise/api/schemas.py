@@ -318,6 +318,15 @@ class InvoiceOut(BaseModel):
     created_at: datetime
     paid_at: datetime | None
     lines: list[InvoiceLineOut]
+    # Set while the payment waits for the customer's bank (SCA): the Owner's page that completes it.
+    verify_url: str | None = None
+
+
+class VerifyIn(Body):
+    """What the sandbox's stand-in bank page answers; ignored with a real processor, whose own page
+    has talked to the bank already."""
+
+    verdict: Literal["approve", "fail"] | None = None
 
 
 class AddonOut(BaseModel):

@@ -240,15 +240,21 @@ def invoice_in_org(db: Session, org_id: str, invoice_id: str) -> Invoice | None:
 def open_invoices_of_subscription(db: Session, subscription_id: str) -> Sequence[Invoice]:
     query = (
         select(Invoice)
-        .where(Invoice.subscription_id == subscription_id, Invoice.status == "open")
+        # a purchase waiting for verification is not owed: it never keeps a subscription past due
+        .where(Invoice.subscription_id == subscription_id, Invoice.status == "open", Invoice.purchase.is_(None))
         .order_by(Invoice.number)
     )
     return db.scalars(query).all()
 
 
-def open_invoice_ids_of_org(db: Session, org_id: str) -> Sequence[str]:
-    query = select(Invoice.id).where(Invoice.org_id == org_id, Invoice.status == "open").order_by(Invoice.number)
-    return db.scalars(query).all()
+def open_invoice_ids_of_org(db: Session, org_id: str, *, with_purchases: bool = False) -> Sequence[str]:
+    """The organization's open invoices, oldest first: what it owes, which a new card collects. A
+    purchase waiting for the bank's verification (``purchase`` set) is not owed and is left out unless
+    ``with_purchases``: charging it again would take the money without granting what it buys."""
+    query = select(Invoice.id).where(Invoice.org_id == org_id, Invoice.status == "open")
+    if not with_purchases:
+        query = query.where(Invoice.purchase.is_(None))
+    return db.scalars(query.order_by(Invoice.number)).all()
 
 
 def org_has_due_work(db: Session, org_id: str, at: datetime) -> bool:
@@ -270,10 +276,12 @@ def first_due_retry_of_org(db: Session, org_id: str, at: datetime) -> Invoice | 
 
 
 def void_open_invoices_of_org(db: Session, org_id: str) -> Sequence[str]:
-    """Mark every open invoice of the organization void (never collected); returns their ids."""
-    ids = open_invoice_ids_of_org(db, org_id)
+    """Mark every open invoice of the organization void (never collected), purchases waiting for
+    verification too (what they buy belongs to the subscription that ended); returns their ids."""
+    ids = open_invoice_ids_of_org(db, org_id, with_purchases=True)
     if ids:
-        db.execute(update(Invoice).where(Invoice.id.in_(ids)).values(status="void", next_retry_at=None)
+        db.execute(update(Invoice).where(Invoice.id.in_(ids))
+                   .values(status="void", next_retry_at=None, action_intent=None)
                    .execution_options(synchronize_session="fetch"))
     return ids
 

@@ -19,7 +19,7 @@ from slotwise.gateway import ChargeResult
 from slotwise.hotpath import snapshot_rows
 from slotwise.models import Organization
 from slotwise.services.context import Actor, Env, require_owner
-from slotwise.services.invoices import InvoiceRecord, LineDraft, charge_and_record, line_description
+from slotwise.services.invoices import InvoiceRecord, LineDraft, action_required, charge_and_record, line_description
 from slotwise.services.limits import count_quantity_change, quantity_change_refusal
 from slotwise.services.snapshot import load_snapshot, locked_org, read_snapshot, snapshot_of
 
@@ -115,7 +115,9 @@ def add_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, quantity:
     """Charge the pro-rated price for ``quantity`` slots, then grant them (active and renewal).
 
     The invoice, the charge and the new slots commit together; a declined card raises
-    ``payment_failed`` and the caller's rollback leaves nothing behind. Eight statements: the lock
+    ``payment_failed`` and the caller's rollback leaves nothing behind. A payment the bank asks the
+    Owner to verify leaves the invoice open with what it buys (``slots_purchase``) and raises
+    ``payment_action_required``, which keeps it; the slots come with the verification. Eight statements: the lock
     (taking the invoice number), the snapshot, the hourly count and its record, the invoice, its
     line, its charge, the slots.
     """
@@ -139,18 +141,34 @@ def add_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, quantity:
     )
     invoice = charge_and_record(db, env.gateway, org_id=actor.org_id, card_token=taken.card_token,
                                 number=taken.number, kind="addon", subscription_id=rows.subscription.id,
-                                period=snap.period, currency=addon.currency, lines=[line], at=at)
+                                period=snap.period, currency=addon.currency, lines=[line], at=at,
+                                purchase=slots_purchase(addon.code, quantity, quote.price_per_slot))
     if isinstance(invoice, ChargeResult):
         raise PaymentFailed(invoice.failure_message, decline_code=invoice.failure_code)
+    if invoice.status == "open":  # the bank asks the Owner to verify: nothing is granted yet
+        raise action_required(invoice)
     slots = snap.slots_of(addon)
-    if slots.unit_price is None:  # not held yet: the price is locked from now to the renewal
-        repo.insert_addon_slots(db, org_id=actor.org_id, addon_code=addon.code, slots=quantity,
-                                unit_price=quote.price_per_slot, currency=addon.currency, at=at)
-    else:
-        repo.change_addon_slots(db, org_id=actor.org_id, addon_code=addon.code, active=quantity, renewal=quantity,
-                                at=at)
+    grant_slots(db, org_id=actor.org_id, addon=addon, quantity=quantity, unit_price=quote.price_per_slot,
+                held=slots.unit_price is not None, at=at)
     after = _after(snap, addon, slots.active + quantity, slots.renewal + quantity, quote.price_per_slot)
     return SlotChange(quote, _view(after, addon), invoice, ADDED)
+
+
+def slots_purchase(addon_code: str, quantity: int, unit_price: int) -> dict[str, object]:
+    """What an add-slots invoice waiting for verification grants once paid (``verification``)."""
+    return {"kind": "slots", "addon": addon_code, "quantity": quantity, "unit_price": unit_price}
+
+
+def grant_slots(db: Session, *, org_id: str, addon: Addon, quantity: int, unit_price: int, held: bool,
+                at: datetime) -> None:
+    """Add ``quantity`` active and renewal slots (``held``: the organization has a row for the add-on
+    already); the first slots of an add-on lock ``unit_price`` until the renewal."""
+    if not held:
+        repo.insert_addon_slots(db, org_id=org_id, addon_code=addon.code, slots=quantity,
+                                unit_price=unit_price, currency=addon.currency, at=at)
+    else:
+        repo.change_addon_slots(db, org_id=org_id, addon_code=addon.code, active=quantity, renewal=quantity,
+                                at=at)
 
 
 def remove_slots(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from slotwise.gateway import CardGateway, ChargeResult
+from slotwise.errors import PaymentActionRequired
+from slotwise.gateway import CardGateway, ChargeOutcome, ChargeResult, charge_key
 from slotwise.gateway.base import ChargeRequest
 from slotwise.gateway.errors import GatewayUnavailable
 from slotwise.models import Charge, Invoice, InvoiceLine, Organization, new_id
@@ -88,15 +92,16 @@ def issue_invoice(
 
 
 def attempt_charge(gateway: CardGateway, card_token: str | None, *, amount: int, currency: str,
-                   idempotency_key: str, invoice_id: str, org_id: str) -> ChargeResult:
-    """One attempt at the card on file: a decline without a card, else one gateway call. Callers
-    settle a total of zero or less without calling (nothing to charge).
+                   invoice_id: str, attempt: int, org_id: str) -> ChargeResult:
+    """One attempt at the card on file: a decline without a card, else one gateway call keyed by
+    ``charge_key(invoice_id, attempt)``. Callers settle a total of zero or less without calling.
 
     A card attached through the processor (``payments.attached_token``: its customer and payment
     method) is charged off-session with the invoice and organization in the charge's metadata; a card
     number the sandbox stored itself is charged as before."""
     if card_token is None:
         return ChargeResult(False, "no_card", "no_payment_method", "There is no card on file.")
+    idempotency_key = charge_key(invoice_id, attempt)
     attached = attached_card(card_token)
     if attached is None:
         return gateway.charge(token=card_token, amount=amount, currency=currency, idempotency_key=idempotency_key)
@@ -131,8 +136,7 @@ def collect(db: Session, gateway: CardGateway, org: Organization, invoice: Invoi
         invoice.status, invoice.paid_at = "paid", at
         return ChargeResult(True, "no_charge")
     result = attempt_charge(gateway, org.card_token, amount=invoice.total, currency=invoice.currency,
-                            idempotency_key=f"{invoice.id}:{invoice.attempt_count}", invoice_id=invoice.id,
-                            org_id=org.id)
+                            invoice_id=invoice.id, attempt=invoice.attempt_count, org_id=org.id)
     db.add(
         Charge(
             id=new_id("ch"),
@@ -146,6 +150,9 @@ def collect(db: Session, gateway: CardGateway, org: Organization, invoice: Invoi
             created_at=at,
         )
     )
+    # The payment waiting for the bank, if this attempt asked for one (a renewal stays in dunning
+    # meanwhile: the Owner may verify it, or a later attempt may be paid or ask again).
+    invoice.action_intent = result.action.intent_id if result.action is not None else None
     if result.succeeded:
         invoice.status, invoice.paid_at = "paid", at
     db.flush()
@@ -188,7 +195,7 @@ class InvoiceRecord:
 def charge_and_record(
     db: Session, gateway: CardGateway, *, org_id: str, card_token: str | None, number: int, kind: str,
     subscription_id: str | None, period: Period, currency: str, lines: list[LineDraft], at: datetime,
-    invoice_id: str | None = None,
+    invoice_id: str | None = None, purchase: Mapping[str, Any] | None = None,
 ) -> InvoiceRecord | ChargeResult:
     """Charge the card for ``lines`` and, only if it succeeded, write the paid invoice numbered
     ``number``, its lines and its charge (three statements). A declined charge writes nothing and is
@@ -196,34 +203,56 @@ def charge_and_record(
     ``number`` from the organization's counter in the same transaction. ``invoice_id`` (default: a new
     one) also keys the gateway's idempotency: work retried after a crash passes the same id so the
     card is charged once.
+
+    A charge the customer's bank must verify (SCA) writes the invoice ``open`` with its lines, the
+    processor's intent and ``purchase`` (what paying it grants; see ``verification``), never retried
+    by the dunning, and returns it (status ``open``): the caller grants nothing and refuses with
+    ``action_required``. Without ``purchase`` such a charge is returned like a decline. A processor
+    that does not answer raises ``gateway_unavailable`` with nothing written.
     """
     invoice_id, total = invoice_id or new_id("inv"), sum(line.amount for line in lines)
     if total <= 0:
         result = ChargeResult(True, "no_charge")
     else:
-        result = attempt_charge(gateway, card_token, amount=total, currency=currency,
-                                idempotency_key=f"{invoice_id}:1", invoice_id=invoice_id, org_id=org_id)
+        result = attempt_charge(gateway, card_token, amount=total, currency=currency, invoice_id=invoice_id,
+                                attempt=1, org_id=org_id)
     if result.retryable:  # the processor did not answer: nothing is written, the same request may succeed
         raise GatewayUnavailable()
-    if not result.succeeded:
+    waiting = result.outcome is ChargeOutcome.ACTION_REQUIRED and purchase is not None
+    if not result.succeeded and not waiting:
         return result
+    status, paid_at = ("paid", at) if result.succeeded else ("open", None)
     record = InvoiceRecord(
-        invoice_id, number, kind, "paid", currency, total, period.start, period.end, at, at,
+        invoice_id, number, kind, status, currency, total, period.start, period.end, at, paid_at,
         [LineRecord(d.description, d.kind, d.code, d.quantity, d.unit_price, d.amount, d.period.start, d.period.end,
                     d.days_left, d.days_in_period) for d in lines])
     db.execute(insert(Invoice), [{
         "id": invoice_id, "org_id": org_id, "number": number, "subscription_id": subscription_id, "kind": kind,
         "billing_key": None, "period_start": period.start, "period_end": period.end, "currency": currency,
-        "total": total, "status": "paid", "created_at": at, "paid_at": at, "attempt_count": 1,
-        "next_retry_at": None}])
+        "total": total, "status": status, "created_at": at, "paid_at": paid_at, "attempt_count": 1,
+        "next_retry_at": None, "action_intent": result.action.intent_id if waiting and result.action else None,
+        "purchase": json.dumps(dict(purchase), sort_keys=True) if waiting and purchase is not None else None}])
     db.execute(insert(InvoiceLine), [{
         "id": new_id("il"), "invoice_id": invoice_id, "org_id": org_id, "position": position, "kind": line.kind,
         "code": line.code, "description": line.description, "quantity": line.quantity,
         "unit_price": line.unit_price, "amount": line.amount, "period_start": line.period_start,
         "period_end": line.period_end, "days_left": line.days_left, "days_in_period": line.days_in_period,
     } for position, line in enumerate(record.lines, start=1)])
-    if total > 0:
+    if total > 0 and result.succeeded:
         db.execute(insert(Charge), [{
             "id": new_id("ch"), "org_id": org_id, "invoice_id": invoice_id, "amount": total, "currency": currency,
             "status": "succeeded", "failure_code": None, "gateway_reference": result.reference, "created_at": at}])
     return record
+
+
+def verify_url(invoice_id: str) -> str:
+    """The Owner's page for a payment the bank asks them to verify."""
+    return f"/billing/invoices/{invoice_id}/verify"
+
+
+def action_required(invoice: InvoiceRecord) -> PaymentActionRequired:
+    """The refusal of a purchase left open for verification: it keeps the open invoice (``keeps``)."""
+    return PaymentActionRequired(
+        f"Payment needs verification: your bank asks you to confirm the payment of invoice #{invoice.number}. "
+        "Nothing is added until it is confirmed.",
+        invoice=invoice.id, verify_url=verify_url(invoice.id))

@@ -5,6 +5,11 @@ Invariants: at most one recharge is in flight per organization (``recharge_job_i
 only the job's handler clears it); at most ``recharge_max_per_period`` are paid per billing period;
 credits land in the top-up pool only with a paid invoice; after 3 declines in a row auto-recharge
 turns itself off and says why.
+
+A recharge the bank asks the Owner to verify (SCA) stays in flight: its invoice is written open and
+``recharge_job_id`` keeps naming the job (whose id the invoice's is made from), so no other recharge
+is asked for until the verification settles it (``verification``: paid, the credits land and it
+counts; failed, it is a decline) or expires with its period.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from slotwise.periods import Period
 from slotwise.services.context import Actor
 from slotwise.services.invoices import LineDraft, charge_and_record
 from slotwise.services.spend import RECHARGE_JOB, RETRY_AFTER_FAILURE
+from slotwise.services.topups import credits_purchase
 
 FAILURES_BEFORE_DISABLING = 3
 SETTINGS_UPDATED = "Auto-recharge settings updated."
@@ -118,22 +124,31 @@ def run_recharge(db: Session, job: ClaimedJob, ctx: JobContext) -> None:
     invoice = charge_and_record(db, ctx.env.gateway, org_id=org_id, card_token=taken.card_token,
                                 number=taken.number, kind="recharge", subscription_id=standing.sub_id,
                                 period=period, currency=pack.currency, lines=[line], at=at,
-                                invoice_id=_invoice_id_of(job))
+                                invoice_id=invoice_id_of_job(job.id),
+                                purchase=credits_purchase(pack.credits, "recharge"))
     if isinstance(invoice, ChargeResult):
         purchase.rollback()
-        _record_decline(db, org_id, failures=standing.recharge_failures + 1, at=at)
+        record_decline(db, org_id, at=at, failures=standing.recharge_failures + 1)
         return
     purchase.commit()
+    if invoice.status == "open":
+        return  # waiting for the Owner's bank: still in flight, nothing granted (see the module's docstring)
     credits_repo.credit_topup_pool(db, org_id=org_id, credits=pack.credits, kind="recharge", invoice_id=invoice.id,
                                    at=at)
     credits_repo.count_recharge(db, org_id, at=at)
 
 
-def _invoice_id_of(job: ClaimedJob) -> str:
-    return "inv_" + job.id.removeprefix("job_")[:28]
+def invoice_id_of_job(job_id: str) -> str:
+    """The id of the invoice a recharge job issues (the same after a crash and retry)."""
+    return "inv_" + job_id.removeprefix("job_")[:28]
 
 
-def _record_decline(db: Session, org_id: str, *, failures: int, at: datetime) -> None:
+def record_decline(db: Session, org_id: str, *, at: datetime, failures: int | None = None) -> None:
+    """A recharge was declined: one more failure in a row (``failures``, if the caller read it; the
+    third turns auto-recharge off), and none is in flight."""
+    if failures is None:
+        standing = credits_repo.recharge_standing(db, org_id)
+        failures = (standing.recharge_failures if standing is not None else 0) + 1
     values: dict[str, Any] = {"recharge_failures": failures, "recharge_failed_at": at, "recharge_job_id": None,
                               "updated_at": at}
     if failures >= FAILURES_BEFORE_DISABLING:

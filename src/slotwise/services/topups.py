@@ -1,7 +1,9 @@
 """Top Up Now (SPEC §11): the Owner buys N packs of credits, charged at once to the card on file.
 
 Invariant: credits land in the top-up pool only together with the paid invoice that bought them; a
-declined card raises ``payment_failed`` and the caller's rollback leaves nothing behind.
+declined card raises ``payment_failed`` and the caller's rollback leaves nothing behind; a payment the
+bank asks the Owner to verify leaves the invoice open (``payment_action_required``) and the credits
+land when it is verified (``verification``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from slotwise.errors import NotFound, PaymentFailed, PaymentMethodRequired, Paym
 from slotwise.gateway import ChargeResult
 from slotwise.periods import Period
 from slotwise.services.context import Actor, Env, require_owner
-from slotwise.services.invoices import InvoiceRecord, LineDraft, charge_and_record
+from slotwise.services.invoices import InvoiceRecord, LineDraft, action_required, charge_and_record
 
 ADDED = "Credits added successfully."
 NEEDS_SUBSCRIPTION = "Credits can be bought with an active subscription. Choose a paid plan first."
@@ -57,9 +59,18 @@ def top_up(db: Session, *, env: Env, actor: Actor, packs: int, at: datetime) -> 
                      packs * pack.price, period, period.days, period.days)
     invoice = charge_and_record(db, env.gateway, org_id=actor.org_id, card_token=taken.card_token,
                                 number=taken.number, kind="topup", subscription_id=standing.sub_id, period=period,
-                                currency=pack.currency, lines=[line], at=at)
+                                currency=pack.currency, lines=[line], at=at,
+                                purchase=credits_purchase(credits, "topup"))
     if isinstance(invoice, ChargeResult):
         raise PaymentFailed(invoice.failure_message, decline_code=invoice.failure_code)
+    if invoice.status == "open":
+        raise action_required(invoice)
     balance = credits_repo.credit_topup_pool(db, org_id=actor.org_id, credits=credits, kind="topup",
                                              invoice_id=invoice.id, at=at)
     return TopUp(invoice, balance)
+
+
+def credits_purchase(credits: int, ledger_kind: str) -> dict[str, object]:
+    """What a credits invoice waiting for verification grants once paid (``ledger_kind``: ``topup`` or
+    ``recharge``, the ledger entry's kind)."""
+    return {"kind": "credits", "credits": credits, "ledger_kind": ledger_kind}

@@ -1,21 +1,27 @@
-"""Billing → Add-ons & Extras: the cards, the Add Slots and Remove dialogs, and their preview calls."""
+"""Billing → Add-ons & Extras: the cards, the Add Slots and Remove dialogs, and their preview calls; and the
+Owner's page for a payment the bank asks them to verify (SCA)."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form
 from starlette.responses import Response
 
+from slotwise import repositories as repo
 from slotwise.api import present
 from slotwise.api import schemas as s
 from slotwise.api.idempotency import claim_once
 from slotwise.api.schemas import OrganizationOut
 from slotwise.capacity import AddonQuote
 from slotwise.catalog import MAX_SLOTS_PER_CHANGE, MIN_SLOTS_PER_CHANGE
-from slotwise.services import addons, organizations
+from slotwise.gateway import Verdict
+from slotwise.models import Invoice
+from slotwise.services import addons, organizations, topups, verification
 from slotwise.services.addons import AddonView
 from slotwise.web.deps import FormDep, JsonPageDep, Page, PageDep, act, parse_quantity, quantity_or_none
 from slotwise.web.render import Flash, long_date, money, plural, render
@@ -181,3 +187,97 @@ def keep_slots(code: str, page: FormDep) -> Response:
         return Flash("success", addons.KEPT, f"You keep +{plural(view.active_slots, 'slot')} of {view.addon.name}.")
 
     return act(page, ADDONS, action)
+
+
+# --- bank verification (SCA): the Owner's page for a payment the bank asks them to confirm ----------
+
+VERIFY = "/billing/invoices/{invoice_id}/verify"
+# Stripe.js and the bank's 3-D Secure frame it opens: the only outside origins this page lets in.
+STRIPE_FRAMES = "https://js.stripe.com https://hooks.stripe.com"
+
+
+@dataclass(frozen=True, slots=True)
+class StripeVerification:
+    """What Stripe.js needs on the page to let the customer confirm a payment with their bank."""
+
+    js_url: str
+    publishable_key: str
+    client_secret: str
+    payment_method: str | None
+
+
+def _stripe_verification(page: Page, intent_id: str) -> StripeVerification | None:
+    """With a real processor: the intent's client secret (from ``complete_verification``, which
+    re-reads it) and the publishable key and Stripe.js address (from ``start_card_setup``, the one
+    gateway call that answers them). The sandbox has its own stand-in page instead: None."""
+    gateway, customer = page.env.gateway, page.org.processor_customer_id
+    if gateway.name == "sandbox" or customer is None:
+        return None
+    state = gateway.complete_verification(intent_id=intent_id)
+    setup = gateway.start_card_setup(customer_id=customer)
+    if state.action is None or setup.js_url is None or setup.publishable_key is None:
+        return None
+    return StripeVerification(setup.js_url, setup.publishable_key, state.action.client_secret,
+                              state.action.payment_method_id)
+
+
+def _verify_page_refusal(page: Page) -> Response | None:
+    if page.is_owner:
+        return None
+    return render(page.request, "error.html", {
+        "page": page, "title": "Owner only",
+        "message": "Only the organization owner can verify a payment with their bank."}, status_code=403)
+
+
+@router.get(VERIFY)
+def verify_page(invoice_id: str, page: PageDep) -> Response:
+    refused = _verify_page_refusal(page)
+    if refused is not None:
+        return refused
+    invoice = repo.invoice_in_org(page.db, page.org.id, invoice_id)
+    if invoice is None:
+        return render(page.request, "error.html", {
+            "page": page, "title": "Invoice not found", "message": "There is no such invoice."}, status_code=404)
+    waiting = invoice.status == "open" and invoice.action_intent is not None
+    stripe = _stripe_verification(page, invoice.action_intent) if waiting and invoice.action_intent else None
+    response = render(page.request, "verify.html", {
+        "page": page, "nav": "billing", "invoice": invoice, "waiting": waiting, "stripe": stripe,
+        "expired": waiting and page.now >= invoice.period_end,
+    })
+    if stripe is not None:
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(stripe.js_url))
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self' {origin}; "
+            f"frame-src {origin} {STRIPE_FRAMES}; connect-src 'self' {origin} https://api.stripe.com; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+    return response
+
+
+@router.post(VERIFY)
+def verify_payment(invoice_id: str, page: FormDep, verdict: Annotated[str, Form()] = "") -> Response:
+    """The stand-in bank's buttons (``verdict``) or, with Stripe, the page after Stripe.js confirmed
+    the payment (no verdict: the processor says how it went)."""
+    def action() -> Flash:
+        answer: Verdict | None = "approve" if verdict == "approve" else "fail" if verdict == "fail" else None
+        invoice = verification.verify(page.db, env=page.env, actor=page.actor, invoice_id=invoice_id,
+                                      verdict=answer, at=page.now)
+        if invoice.status != "paid":
+            return Flash("info", f"Invoice #{invoice.number} is {invoice.status}; there is nothing to verify.")
+        return Flash("success", verified_message(invoice),
+                     f"{money(invoice.total, invoice.currency)} was charged (invoice #{invoice.number}).",
+                     f"/billing/invoices/{invoice.id}", "View invoice")
+
+    if page.is_owner and repo.invoice_in_org(page.db, page.org.id, invoice_id) is None:
+        return render(page.request, "error.html", {
+            "page": page, "title": "Invoice not found", "message": "There is no such invoice."}, status_code=404)
+    return act(page, f"/billing/invoices/{invoice_id}", action)
+
+
+def verified_message(invoice: Invoice) -> str:
+    """What the verified payment bought, as the purchase's own success would have said it."""
+    kind = json.loads(invoice.purchase).get("kind") if invoice.purchase else None
+    if kind == "slots":
+        return f"Payment verified. {addons.ADDED}"
+    if kind == "credits":
+        return f"Payment verified. {topups.ADDED}"
+    return "Payment verified. Your subscription is paid."

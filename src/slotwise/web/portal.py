@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import APIRouter, Form
@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from slotwise import repositories as repo
 from slotwise.catalog import Plan
-from slotwise.services import billing_details, payments, subscriptions
+from slotwise.services import billing_details, checkout, payments, subscriptions
 from slotwise.web.billing import org_overview
 from slotwise.web.credits import credits_panel
 from slotwise.web.deps import FormDep, PageDep, act
@@ -34,22 +34,26 @@ def overview_page(page: PageDep) -> Response:
     })
 
 
+def card_updated(update: payments.CardUpdate) -> Flash:
+    """What a new card did: the card on file, and the open invoices it paid or the restart it billed."""
+    org, retried, restarted = update.organization, update.retried, update.restart_invoice
+    text = f"Your card was updated: {(org.card_brand or 'card').title()} ending in {org.card_last4}."
+    detail = None
+    if restarted is not None:
+        detail = (f"Your subscription restarted today: {money(restarted.total, restarted.currency)} was charged "
+                  f"(invoice #{restarted.number}). Unpaid invoices voided: {len(update.voided)}.")
+    elif retried:
+        paid = sum(1 for inv in retried if inv.status == "paid")
+        detail = (f"We retried {len(retried)} open invoice{'s' if len(retried) != 1 else ''}: "
+                  f"{paid} paid, {len(retried) - paid} still open.")
+    return Flash("success", text, detail)
+
+
 @router.post(OVERVIEW + "/payment-method")
 def update_card(page: FormDep, card_number: Annotated[str, Form()] = "") -> Response:
     def action() -> Flash:
-        update = payments.update_payment_method(page.db, env=page.env, actor=page.actor,
-                                                card_number=card_number, at=page.now)
-        org, retried, restarted = update.organization, update.retried, update.restart_invoice
-        text = f"Your card was updated: {(org.card_brand or 'card').title()} ending in {org.card_last4}."
-        detail = None
-        if restarted is not None:
-            detail = (f"Your subscription restarted today: {money(restarted.total, restarted.currency)} was charged "
-                      f"(invoice #{restarted.number}). Unpaid invoices voided: {len(update.voided)}.")
-        elif retried:
-            paid = sum(1 for inv in retried if inv.status == "paid")
-            detail = (f"We retried {len(retried)} open invoice{'s' if len(retried) != 1 else ''}: "
-                      f"{paid} paid, {len(retried) - paid} still open.")
-        return Flash("success", text, detail)
+        return card_updated(payments.update_payment_method(page.db, env=page.env, actor=page.actor,
+                                                           card_number=card_number, at=page.now))
 
     return act(page, OVERVIEW + "#payment-method", action)
 
@@ -73,6 +77,15 @@ class PlanOption:
     scheduled: bool  # the plan a scheduled downgrade moves to
     action: str | None  # start | upgrade | downgrade | keep | contact | None
     label: str = ""
+    checkout: str | None = None  # the checkout page, when choosing this plan means entering a card there
+
+
+def _through_checkout(option: PlanOption, has_card: bool) -> PlanOption:
+    """Subscribing from Free, or paying for an upgrade without a card on file, goes through checkout
+    (SPEC §12); with a card on file a plan change stays the one-click change it was."""
+    if option.action == "start" or (option.action == "upgrade" and not has_card):
+        return replace(option, checkout=checkout.checkout_path(option.plan.code))
+    return option
 
 
 def _option(plan: Plan, current: Plan, scheduled: str | None, subscribed: bool) -> PlanOption:
@@ -97,7 +110,9 @@ def plans_page(page: PageDep) -> Response:
     sub = overview.subscription
     scheduled = sub.scheduled_plan if sub else None
     current = page.env.catalog.plan(overview.plan.code)
-    options = [_option(p, current, scheduled, sub is not None) for p in page.env.catalog.plans_by_rank()]
+    has_card = page.org.card_token is not None
+    options = [_through_checkout(_option(p, current, scheduled, sub is not None), has_card)
+               for p in page.env.catalog.plans_by_rank()]
     return render(page.request, "plans.html", {
         "page": page, "nav": "plans", "overview": overview, "options": options, "sales": SALES,
         "scheduled_plan": page.env.catalog.plan(scheduled) if scheduled else None,

@@ -13,7 +13,7 @@ from slotwise.api.deps import EnvDep, NowDep, OrgActor, SessionDep
 from slotwise.api.idempotency import caller_scope, run_idempotent
 from slotwise.api.responses import json_body
 from slotwise.errors import Forbidden, NotFound
-from slotwise.services import addons, billing_details, invoice_pdf, organizations, payments, subscriptions
+from slotwise.services import addons, billing_details, invoice_pdf, organizations, payments, subscriptions, verification
 from slotwise.services.context import require_owner
 
 router = APIRouter(tags=["billing"])
@@ -90,6 +90,22 @@ def get_invoice(invoice_id: str, actor: OrgActor, db: SessionDep) -> s.InvoiceOu
     if found is None:
         raise NotFound("No such invoice.")
     return present.invoice(found)
+
+
+@router.post(ORG + "/invoices/{invoice_id}/verify", response_model=s.InvoiceOut, responses=ERRORS)
+def verify_payment(
+    invoice_id: str, actor: OrgActor, request: Request, db: SessionDep, env: EnvDep, now: NowDep,
+    body: s.VerifyIn | None = None,
+) -> Response:
+    """Complete a payment the bank asked the Owner to verify (SCA): the invoice, paid and what it
+    bought granted; ``payment_failed`` if the bank said no (a purchase is then void),
+    ``verification_pending`` while it has not answered, ``verification_expired`` after its period."""
+    def action() -> s.InvoiceOut:
+        return present.invoice(verification.verify(db, env=env, actor=actor, invoice_id=invoice_id,
+                                                   verdict=body.verdict if body else None, at=now))
+
+    return run_idempotent(request, db, scope=caller_scope(actor.user_id), now=now, body=body, action=action,
+                          authorize=lambda: require_owner(actor, "Payment verifications"))
 
 
 @router.get(ORG + "/addons", response_model=list[s.AddonOut], responses=ERRORS)

@@ -17,6 +17,7 @@ from slotwise.services.renewals.cycle import (
     SlotsRow,
     SweepReport,
     catch_up,
+    paid_late,
     renewal_lines,
     restart_unpaid,
     retry_invoice,
@@ -38,6 +39,6 @@ from slotwise.services.renewals.run import (
 __all__ = [
     "BATCH_SIZE", "FIRST_BATCH_SIZE", "IDEMPOTENCY_KEY_TTL", "LATEST_INSTANT", "MAX_CLOCK_STEP",
     "RENEWALS_PER_TRANSACTION", "RENEWING", "RETRY_AFTER_DAYS", "SlotsRow", "SweepProgress", "SweepReport",
-    "advance_clock", "catch_up", "clock_target", "renewal_lines", "restart_unpaid", "retry_invoice", "run_billing",
-    "settle_addons_for_period", "sweep",
+    "advance_clock", "catch_up", "clock_target", "paid_late", "renewal_lines", "restart_unpaid", "retry_invoice",
+    "run_billing", "settle_addons_for_period", "sweep",
 ]

@@ -213,7 +213,7 @@ def _draft_renewal(
                "kind": "renewal", "billing_key": repo.renewal_billing_key(org.sub_id, period.index),
                "period_start": period.start, "period_end": period.end, "currency": org.currency,
                "total": sum(line.amount for line in lines), "status": "open", "created_at": due, "paid_at": None,
-               "attempt_count": 1, "next_retry_at": None}
+               "attempt_count": 1, "next_retry_at": None, "action_intent": None}
     writes.lines.extend(
         {"id": new_id("il"), "invoice_id": invoice["id"], "org_id": org.org_id, "position": position,
          "kind": line.kind, "code": line.code, "description": line.description, "quantity": line.quantity,
@@ -242,6 +242,8 @@ def _collect_first(env: Env, org: Renewing, invoice: dict[str, Any], sub_row: di
                                "failure_code": result.failure_code, "gateway_reference": result.reference,
                                "created_at": due})
     report.renewed.append(invoice["id"])
+    if result is not None and result.action is not None:  # the bank asks the Owner: a failed attempt too
+        invoice["action_intent"] = result.action.intent_id
     if result is None or result.succeeded:
         invoice["status"], invoice["paid_at"] = "paid", due
     else:
@@ -254,8 +256,10 @@ def _collect_first(env: Env, org: Renewing, invoice: dict[str, Any], sub_row: di
 
 def _first_charge(env: Env, card_token: str | None, invoice: dict[str, Any]) -> ChargeResult | None:
     """What ``collect`` does on an invoice's first attempt: nothing to charge at zero (None), a decline
-    without a card, else one gateway call keyed by the invoice and attempt."""
+    without a card, else one gateway call keyed by the invoice and attempt. An answer that the
+    processor is not answering (retryable) is a failed attempt the dunning retries, as ``collect``
+    records it."""
     if invoice["total"] <= 0:
         return None
     return attempt_charge(env.gateway, card_token, amount=invoice["total"], currency=invoice["currency"],
-                          idempotency_key=f"{invoice['id']}:1", invoice_id=invoice["id"], org_id=invoice["org_id"])
+                          invoice_id=invoice["id"], attempt=1, org_id=invoice["org_id"])

@@ -129,15 +129,7 @@ def _retry(db: Session, env: Env, org: Organization, invoice: Invoice, when: dat
     paid = collect(db, env.gateway, org, invoice, when).succeeded
     sub = db.get(Subscription, invoice.subscription_id) if invoice.subscription_id else None
     if paid:
-        invoice.next_retry_at = None
-        db.flush()
-        if sub is not None and sub.status == "past_due" and not repo.open_invoices_of_subscription(db, sub.id):
-            sub.status = "active"
-        if (sub is not None and sub.status != "canceled" and invoice.kind in PERIOD_KINDS
-                and invoice.period_start == sub.period_start
-                and refills.grant_paid_period(db, sub=sub, plan=env.catalog.plan(sub.plan_code), at=when,
-                                              invoice_id=invoice.id)
-                and report is not None):
+        if paid_late(db, env, invoice, sub, when) and report is not None:
             report.refilled.append(org.id)
     elif scheduled:
         later = [invoice.created_at + timedelta(days=d) for d in RETRY_AFTER_DAYS]
@@ -146,6 +138,22 @@ def _retry(db: Session, env: Env, org: Organization, invoice: Invoice, when: dat
             sub.status = "unpaid"  # dunning is over: nothing more is billed or granted until a new card
     db.flush()
     return paid
+
+
+def paid_late(db: Session, env: Env, invoice: Invoice, sub: Subscription | None, when: datetime,
+              *, reactivate: tuple[str, ...] = ("past_due",)) -> bool:
+    """What paying an open invoice after its first attempt does (a retry, a new card, the bank's
+    verification): no more retries; a subscription in one of the ``reactivate`` statuses owing nothing
+    else is active again; paying the current period's invoice grants the period's plan credits, which
+    waited for it. Whether credits were granted."""
+    invoice.next_retry_at = None
+    db.flush()
+    if sub is not None and sub.status in reactivate and not repo.open_invoices_of_subscription(db, sub.id):
+        sub.status = "active"
+    return bool(sub is not None and sub.status != "canceled" and invoice.kind in PERIOD_KINDS
+                and invoice.period_start == sub.period_start
+                and refills.grant_paid_period(db, sub=sub, plan=env.catalog.plan(sub.plan_code), at=when,
+                                              invoice_id=invoice.id))
 
 
 def catch_up(db: Session, *, env: Env, org_id: str, at: datetime) -> SweepReport:

@@ -1,0 +1,180 @@
+"""Bank verification (SCA / 3-D Secure, SPEC §12): settling a payment the customer's bank asked them
+to verify, whoever learns its outcome first — the Owner's verify page or route (``verify``), or the
+processor's webhook (``services.processor_events``). Both call ``settle_verification``.
+
+Invariants:
+
+* an invoice is paid once and what it buys is granted once: settling is done under the organization
+  lock, and an invoice already paid or void is left as it is (any order, any number of times);
+* a purchase (``Invoice.purchase``: slots, credits) grants exactly what was recorded when it was
+  bought — the quantity and the unit price then, the credits then — never re-quoted;
+* a renewal (no ``purchase``) stays in the dunning while it waits; paying it is a late payment like
+  any other (``renewals.paid_late``: active again, the period's credits refilled);
+* a verification the bank refused voids a purchase (nothing granted, a failed charge kept); a
+  renewal stays open for the dunning, its waiting payment forgotten.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from slotwise import credit_repository as credits_repo
+from slotwise import repositories as repo
+from slotwise.errors import NotFound, PaymentFailed, SlotwiseError
+from slotwise.gateway import ChargeOutcome, ChargeResult, Verdict
+from slotwise.gateway.errors import GatewayUnavailable
+from slotwise.models import Charge, Invoice, Subscription, new_id
+from slotwise.services import recharges
+from slotwise.services.addons import grant_slots
+from slotwise.services.context import Actor, Env, require_owner
+from slotwise.services.renewals.cycle import paid_late
+
+NEEDS_VERIFICATION = "Payment needs verification"
+
+
+class VerificationPending(SlotwiseError):
+    code, status = "verification_pending", 409
+    default_message = "Your bank has not confirmed this payment yet. Finish the verification, then try again."
+
+
+class VerificationExpired(SlotwiseError):
+    """The invoice's period ended before the payment was verified: the purchase is void (kept)."""
+
+    code, status, keeps = "verification_expired", 409, True
+    default_message = ("This payment can no longer be verified: its billing period has ended. "
+                       "Nothing was charged and nothing was added.")
+
+
+class NothingToVerify(SlotwiseError):
+    code, status = "nothing_to_verify", 409
+    default_message = "This invoice has no payment waiting for verification."
+
+
+class VerificationFailed(PaymentFailed):
+    """The bank refused the verification: a purchase is now void, which the refusal keeps."""
+
+    keeps = True
+    default_message = "Your bank did not confirm this payment. Nothing was charged and nothing was added."
+
+
+def settle_verification(db: Session, *, env: Env, org_id: str, invoice_id: str, result: ChargeResult,
+                        at: datetime) -> Invoice:
+    """Apply the outcome of a payment that waited for the customer's bank to ``invoice_id`` of
+    ``org_id``, under the organization lock; see the module's invariants. ``result`` paid: the
+    invoice is paid with a succeeded charge (``result.reference``) and what it buys is granted;
+    declined: a purchase is void with a failed charge, a renewal stays open; still waiting or
+    retryable: nothing changes."""
+    org = repo.locked_organization(db, org_id)
+    invoice = db.get(Invoice, invoice_id, populate_existing=True) if org is not None else None
+    if invoice is None or invoice.org_id != org_id:
+        raise NotFound("No such invoice.")
+    if invoice.status != "open" or result.outcome in (ChargeOutcome.ACTION_REQUIRED, ChargeOutcome.RETRYABLE):
+        return invoice
+    db.add(Charge(id=new_id("ch"), org_id=org_id, invoice_id=invoice.id, amount=invoice.total,
+                  currency=invoice.currency, status="succeeded" if result.succeeded else "failed",
+                  failure_code=result.failure_code, gateway_reference=result.reference, created_at=at))
+    invoice.action_intent = None
+    purchase = _purchase(invoice)
+    if result.succeeded:
+        invoice.status, invoice.paid_at = "paid", at
+        db.flush()
+        if purchase is None:
+            sub = db.get(Subscription, invoice.subscription_id) if invoice.subscription_id else None
+            # Verified after dunning gave up (``unpaid``): everything owed is paid, so it is active again.
+            paid_late(db, env, invoice, sub, at, reactivate=("past_due", "unpaid"))
+        else:
+            _grant(db, env, invoice, purchase, at)
+    elif purchase is not None:
+        invoice.status, invoice.next_retry_at = "void", None
+        db.flush()
+        if purchase.get("ledger_kind") == "recharge" and _recharge_in_flight(db, invoice):
+            recharges.record_decline(db, org_id, at=at)
+    db.flush()
+    return invoice
+
+
+def verify(db: Session, *, env: Env, actor: Actor, invoice_id: str, verdict: Verdict | None,
+           at: datetime) -> Invoice:
+    """The Owner completes a verification: the processor is asked how it went (the sandbox's stand-in
+    page sends its ``verdict``; Stripe's own page has already talked to the bank and ignores it), and
+    the outcome is settled. Raises ``payment_failed`` (kept: the purchase is void) if the bank said
+    no, ``verification_pending`` if it has not answered, ``verification_expired`` after the invoice's
+    period ended. An invoice already paid or void is answered as it is."""
+    require_owner(actor, "Payment verifications")
+    invoice = waiting_invoice(db, org_id=actor.org_id, invoice_id=invoice_id)
+    if invoice.status != "open":
+        return invoice
+    if invoice.action_intent is None:
+        raise NothingToVerify()
+    if at >= invoice.period_end:
+        expire(db, invoice, at=at)
+        raise VerificationExpired(invoice=invoice.id)
+    result = env.gateway.complete_verification(intent_id=invoice.action_intent, verdict=verdict)
+    if result.outcome is ChargeOutcome.RETRYABLE:
+        raise GatewayUnavailable()
+    if result.outcome is ChargeOutcome.ACTION_REQUIRED:
+        raise VerificationPending(invoice=invoice.id)
+    settled = settle_verification(db, env=env, org_id=actor.org_id, invoice_id=invoice.id, result=result, at=at)
+    if not result.succeeded:
+        raise VerificationFailed(result.failure_message, invoice=invoice.id, decline_code=result.decline_code)
+    return settled
+
+
+def waiting_invoice(db: Session, *, org_id: str, invoice_id: str) -> Invoice:
+    """The organization's invoice, locked with the organization (any status); 404 if not its own."""
+    if repo.locked_organization(db, org_id) is None:
+        raise NotFound("No such organization.")
+    invoice = repo.invoice_in_org(db, org_id, invoice_id)
+    if invoice is None:
+        raise NotFound("No such invoice.")
+    db.refresh(invoice)
+    return invoice
+
+
+def expire(db: Session, invoice: Invoice, *, at: datetime) -> None:
+    """A verification too late for its period: a purchase is void (a recharge in flight is released,
+    not counted as a failure); a renewal only forgets the payment it waited for."""
+    purchase = _purchase(invoice)
+    invoice.action_intent = None
+    if purchase is not None:
+        invoice.status, invoice.next_retry_at = "void", None
+        if purchase.get("ledger_kind") == "recharge" and _recharge_in_flight(db, invoice):
+            credits_repo.update_account(db, invoice.org_id, recharge_job_id=None, updated_at=at)
+    db.flush()
+
+
+def _purchase(invoice: Invoice) -> dict[str, Any] | None:
+    if invoice.purchase is None:
+        return None
+    value = json.loads(invoice.purchase)
+    if not isinstance(value, dict):
+        raise ValueError(f"invoice {invoice.id}: purchase is not an object")
+    return value
+
+
+def _grant(db: Session, env: Env, invoice: Invoice, purchase: dict[str, Any], at: datetime) -> None:
+    kind = purchase.get("kind")
+    if kind == "slots":
+        addon = env.catalog.addon(str(purchase["addon"]))
+        held = addon.code in repo.addons_of_org(db, invoice.org_id)
+        grant_slots(db, org_id=invoice.org_id, addon=addon, quantity=int(purchase["quantity"]),
+                    unit_price=int(purchase["unit_price"]), held=held, at=at)
+    elif kind == "credits":
+        ledger_kind = str(purchase["ledger_kind"])
+        credits_repo.credit_topup_pool(db, org_id=invoice.org_id, credits=int(purchase["credits"]),
+                                       kind=ledger_kind, invoice_id=invoice.id, at=at)
+        if ledger_kind == "recharge" and _recharge_in_flight(db, invoice):
+            credits_repo.count_recharge(db, invoice.org_id, at=at)
+    else:
+        raise ValueError(f"invoice {invoice.id}: unknown purchase {kind!r}")
+
+
+def _recharge_in_flight(db: Session, invoice: Invoice) -> bool:
+    """Whether the organization's recharge in flight is the one this invoice waits for."""
+    standing = credits_repo.recharge_standing(db, invoice.org_id)
+    job_id = standing.recharge_job_id if standing is not None else None
+    return job_id is not None and recharges.invoice_id_of_job(job_id) == invoice.id
