@@ -257,6 +257,16 @@ def open_invoice_ids_of_org(db: Session, org_id: str, *, with_purchases: bool = 
     return db.scalars(query.order_by(Invoice.number)).all()
 
 
+def waiting_plan_purchase(db: Session, org_id: str) -> Invoice | None:
+    """The organization's plan start or upgrade waiting for the bank's verification, if any (its
+    invoice: open, with the processor's intent and what it buys)."""
+    query = (select(Invoice).where(Invoice.org_id == org_id, Invoice.status == "open",
+                                   Invoice.kind.in_(("subscription", "upgrade")), Invoice.purchase.is_not(None),
+                                   Invoice.action_intent.is_not(None))
+             .order_by(Invoice.number).limit(1))
+    return db.scalar(query)
+
+
 def org_has_due_work(db: Session, org_id: str, at: datetime) -> bool:
     """Whether a renewal, a scheduled retry or a credit refill of this organization came due by ``at``
     (one round trip)."""

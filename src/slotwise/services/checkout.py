@@ -58,7 +58,8 @@ class CheckoutQuote:
 def checkout_plan(db: Session, *, env: Env, actor: Actor, plan_code: str) -> Plan:
     """The plan ``plan_code`` if this organization may check out to it: Owner only; a self-serve paid
     plan (Free needs no card and custom terms go through sales); not the plan it is already on; and
-    not while dunning has ended (``unpaid``: updating the card restarts the subscription first)."""
+    not while dunning has ended (``unpaid``: updating the card restarts the subscription first); not
+    while a plan start or upgrade waits for the bank's verification (``verification_pending``)."""
     require_owner(actor, WHAT)
     plan = env.catalog.plans.get(plan_code)
     if plan is None:
@@ -75,6 +76,8 @@ def checkout_plan(db: Session, *, env: Env, actor: Actor, plan_code: str) -> Pla
     sub = repo.current_subscription(db, org.id)
     if sub is not None and sub.status == "unpaid":
         raise PaymentRequired()
+    if sub is None or plan.rank > env.catalog.plan(sub.plan_code).rank:
+        subscriptions.refuse_while_waiting(db, org.id)  # a start or upgrade already waits for the bank
     return plan
 
 
@@ -122,7 +125,8 @@ def complete_checkout(db: Session, *, env: Env, actor: Actor, plan_code: str, pa
     Both or neither: a card refused at attach, or a first invoice declined, raises and the caller's
     transaction (the API's, the page's savepoint) undoes the card too — nothing changed. A charge the
     bank asks to verify (``payment_action_required``) keeps the card and the open invoice, and grants
-    nothing until it is verified. ``payment_method`` is the processor's id (Stripe.js's ``pm_…``;
+    nothing until it is verified: then the plan starts (or is upgraded) as it would have now
+    (``subscriptions.apply_plan_purchase``). ``payment_method`` is the processor's id (Stripe.js's ``pm_…``;
     the sandbox takes one of its test numbers there)."""
     plan = checkout_plan(db, env=env, actor=actor, plan_code=plan_code)
     card = payments.update_payment_method(db, env=env, actor=actor, payment_method=payment_method, at=at)

@@ -1,10 +1,20 @@
 """Starting a paid plan, upgrading at once with pro-ration, downgrading at renewal, canceling at the
-period end and resuming."""
+period end and resuming.
+
+A start's first invoice or an upgrade's pro-rated one that the customer's bank asks to verify (SCA)
+changes nothing yet: the invoice stays open with what paying it grants (``Invoice.purchase``: a
+``plan_start`` or an ``upgrade``, at the prices quoted then), the request answers
+``payment_action_required`` and keeps it, and ``apply_plan_purchase`` applies it once the bank has
+paid (``services.verification``). A start writes no subscription until then, so renewals and the
+sweep have nothing to bill; while one waits, another start or upgrade is refused
+(``verification_pending``), so that one change is never bought twice."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -15,17 +25,20 @@ from slotwise.errors import (
     BelowUsage,
     CancellationNotScheduled,
     InvalidRequest,
+    PaymentActionRequired,
     PaymentFailed,
     PaymentRequired,
     PlanUnavailable,
+    SlotwiseError,
     SubscriptionRequired,
 )
+from slotwise.gateway import ChargeOutcome
 from slotwise.models import Invoice, Organization, Subscription, new_id
 from slotwise.periods import period_at_index
 from slotwise.proration import prorate
 from slotwise.services import refills
 from slotwise.services.context import Actor, Env, require_owner
-from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
+from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description, verify_url
 from slotwise.services.snapshot import load_snapshot, locked_org, subscription_period
 
 
@@ -46,50 +59,84 @@ class PlanChange:
         }[self.kind]
 
 
-def _charge_or_refuse(db: Session, env: Env, org: Organization, invoice: Invoice, at: datetime) -> None:
+PLAN_START, UPGRADE = "plan_start", "upgrade"  # ``Invoice.purchase`` kinds of a plan change
+PLAN_PURCHASES = (PLAN_START, UPGRADE)
+
+
+class PlanChangeWaiting(SlotwiseError):
+    """A plan start or upgrade already waits for the bank's verification: a second change now could
+    be paid twice for one plan, so it waits until the first is paid, refused or expired."""
+
+    code, status = "verification_pending", 409
+    default_message = "A payment for a plan change is waiting for your bank's verification."
+
+
+def refuse_while_waiting(db: Session, org_id: str) -> None:
+    waiting = repo.waiting_plan_purchase(db, org_id)
+    if waiting is not None:
+        raise PlanChangeWaiting(
+            f"The payment of invoice #{waiting.number} for a plan change is waiting for your bank's "
+            "verification. Complete it (or let your bank decline it) before changing plans again.",
+            invoice=waiting.id, verify_url=verify_url(waiting.id))
+
+
+def _charge_or_refuse(db: Session, env: Env, org: Organization, invoice: Invoice, at: datetime,
+                      purchase: dict[str, Any]) -> None:
+    """Collect ``invoice`` now. A decline raises ``payment_failed`` (the caller's rollback leaves
+    nothing). A payment the bank asks the Owner to verify leaves the invoice open with ``purchase``
+    (what paying it grants, by ``apply_plan_purchase``) and raises ``payment_action_required``,
+    which keeps it (and nothing else is written before): the caller grants nothing. Never retried by
+    the dunning, as no retry is scheduled and a purchase is not owed."""
     result = collect(db, env.gateway, org, invoice, at)
-    if not result.succeeded:
-        raise PaymentFailed(result.failure_message, decline_code=result.failure_code)
+    if result.succeeded:
+        return
+    if result.outcome is ChargeOutcome.ACTION_REQUIRED and invoice.action_intent is not None:
+        invoice.purchase = json.dumps(purchase, sort_keys=True)
+        db.flush()
+        raise PaymentActionRequired(
+            f"Payment needs verification: your bank asks you to confirm the payment of invoice "
+            f"#{invoice.number}. Your plan changes once it is confirmed.",
+            invoice=invoice.id, verify_url=verify_url(invoice.id))
+    raise PaymentFailed(result.failure_message, decline_code=result.failure_code)
 
 
 def start_subscription(
     db: Session, *, env: Env, org: Organization, plan_code: str, at: datetime
 ) -> PlanChange:
     """Subscribe a free organization: the first period is anchored now and billed in full at once, and
-    its plan credits replace the free ones."""
+    its plan credits replace the free ones. The subscription is written once the invoice is paid, so
+    a payment waiting for the bank leaves none behind (``_charge_or_refuse``)."""
     plan = env.catalog.plan(plan_code)
     if plan.price is None:
         # Custom terms have no price or limits to bill or enforce: an operator sells them by adding
         # a priced plan of their own to the catalog.
         raise PlanUnavailable(f"{plan.name} has custom terms. Contact sales to move to it.")
     price = plan.price or 0
-    sub = Subscription(
-        id=new_id("sub"),
-        org_id=org.id,
-        plan_code=plan.code,
-        plan_price=price,
-        currency=plan.currency,
-        status="active",
-        anchor_at=at,
-        period_index=0,
-        period_start=at,
-        period_end=period_at_index(at, 0).end,
-        scheduled_plan_code=None,
-        created_at=at,
-    )
-    db.add(sub)
-    db.flush()
     period = period_at_index(at, 0)
     line = LineDraft("plan", plan.code, line_description(f"{plan.name} plan", None, period, period.days, at),
                      1, price, price, period, period.days, period.days)
-    invoice = issue_invoice(db, org=org, kind="subscription", subscription_id=sub.id, period=period,
-                            currency=plan.currency, lines=[line], at=at, billing_key=f"period:{sub.id}:0")
-    _charge_or_refuse(db, env, org, invoice, at)
-    org.plan_code = plan.code
-    # The free month's credits expire; the plan's allowance for the paid period (SPEC §11).
-    refills.start_period(db, refills.subscription_start(org.id, at, plan, period.start, period.end, paid=True,
-                                                        invoice_id=invoice.id))
+    invoice = issue_invoice(db, org=org, kind="subscription", subscription_id=None, period=period,
+                            currency=plan.currency, lines=[line], at=at)
+    _charge_or_refuse(db, env, org, invoice, at, {"kind": PLAN_START, "plan": plan.code, "price": price,
+                                                  "currency": plan.currency, "from_plan": org.plan_code})
+    _begin(db, org=org, plan=plan, price=price, invoice=invoice, at=at)
     return PlanChange("started", plan.code, at, invoice)
+
+
+def _begin(db: Session, *, org: Organization, plan: Plan, price: int, invoice: Invoice, at: datetime) -> None:
+    """The subscription whose first period ``invoice`` billed and paid, anchored where that period
+    starts; the free credits expire and the plan's allowance for that period is granted (SPEC §11)."""
+    sub = Subscription(
+        id=new_id("sub"), org_id=org.id, plan_code=plan.code, plan_price=price, currency=invoice.currency,
+        status="active", anchor_at=invoice.period_start, period_index=0, period_start=invoice.period_start,
+        period_end=invoice.period_end, scheduled_plan_code=None, created_at=at,
+    )
+    db.add(sub)
+    db.flush()
+    invoice.subscription_id, invoice.billing_key = sub.id, repo.renewal_billing_key(sub.id, 0)
+    org.plan_code = plan.code
+    refills.start_period(db, refills.subscription_start(org.id, at, plan, invoice.period_start, invoice.period_end,
+                                                        paid=True, invoice_id=invoice.id))
 
 
 def change_plan(db: Session, *, env: Env, actor: Actor, plan_code: str, at: datetime) -> PlanChange:
@@ -110,6 +157,7 @@ def change_plan(db: Session, *, env: Env, actor: Actor, plan_code: str, at: date
     if sub is None:
         if new_plan.is_free:
             raise InvalidRequest("You are already on the Free plan.", field="plan")
+        refuse_while_waiting(db, org.id)
         return start_subscription(db, env=env, org=org, plan_code=plan_code, at=at)
     if new_plan.code == current.code:
         if sub.scheduled_plan_code is None:
@@ -117,6 +165,7 @@ def change_plan(db: Session, *, env: Env, actor: Actor, plan_code: str, at: date
         sub.scheduled_plan_code = None
         return PlanChange("downgrade_canceled", current.code, at)
     if new_plan.rank > current.rank:
+        refuse_while_waiting(db, org.id)
         return _upgrade(db, env=env, org=org, sub=sub, old=current, new=new_plan, at=at)
     refusal = plan_change_refusal(load_snapshot(db, env.catalog, org), new_plan)
     if refusal is not None:
@@ -142,11 +191,56 @@ def _upgrade(
     ]
     invoice = issue_invoice(db, org=org, kind="upgrade", subscription_id=sub.id, period=period,
                             currency=new.currency, lines=lines, at=at)
-    _charge_or_refuse(db, env, org, invoice, at)
-    sub.plan_code, sub.plan_price, sub.scheduled_plan_code = new.code, new_price, None
-    org.plan_code = new.code
-    refills.upgrade(db, org_id=org.id, old=old, new=new, at=at, invoice_id=invoice.id)  # the difference, at once
+    _charge_or_refuse(db, env, org, invoice, at, {
+        "kind": UPGRADE, "subscription": sub.id, "from_plan": old.code, "from_price": sub.plan_price,
+        "plan": new.code, "price": new_price, "scheduled": sub.scheduled_plan_code})
+    _promote(db, org=org, sub=sub, old=old, new=new, price=new_price, invoice_id=invoice.id, at=at)
+    sub.scheduled_plan_code = None
     return PlanChange("upgraded", new.code, at, invoice)
+
+
+def _promote(db: Session, *, org: Organization, sub: Subscription, old: Plan, new: Plan, price: int,
+             invoice_id: str, at: datetime) -> None:
+    sub.plan_code, sub.plan_price = new.code, price
+    org.plan_code = new.code
+    refills.upgrade(db, org_id=org.id, old=old, new=new, at=at, invoice_id=invoice_id)  # the difference, at once
+
+
+def apply_plan_purchase(db: Session, *, env: Env, invoice: Invoice, purchase: dict[str, Any],
+                        at: datetime) -> bool:
+    """Apply the plan start or upgrade that ``invoice`` (just paid, after the bank's verification)
+    bought, exactly as its immediate success would have when it was bought: at the price quoted then,
+    for the period it billed (a start is anchored at that period's start); the credits are granted
+    now. The caller holds the organization lock. True if applied.
+
+    Stale state: it is applied only if the organization is still as it was bought from — a start:
+    still on the plan it left (``from_plan``) with no subscription; an upgrade: the same
+    subscription, renewing, on the same plan at the same price, in the same period. Otherwise (it
+    ended, renewed, or changed plan meanwhile) nothing is applied and False is returned: the bank's
+    payment cannot buy what no longer exists, so the caller refunds it (``verification``) and never
+    voids a paid invoice. A change scheduled after an upgrade was bought (a downgrade, a
+    cancellation) is the Owner's newer choice and is kept; one scheduled before is cleared, as the
+    upgrade then cleared it."""
+    org = repo.locked_organization(db, invoice.org_id)
+    sub = repo.current_subscription(db, invoice.org_id)
+    if org is None:
+        return False
+    new = env.catalog.plan(str(purchase["plan"]))
+    price = int(purchase["price"])
+    if purchase["kind"] == PLAN_START:
+        if sub is not None or org.plan_code != purchase["from_plan"]:
+            return False
+        _begin(db, org=org, plan=new, price=price, invoice=invoice, at=at)
+        return True
+    if (sub is None or sub.id != purchase["subscription"] or sub.status not in RENEWING_STATUSES
+            or (sub.plan_code, sub.plan_price) != (purchase["from_plan"], purchase["from_price"])
+            or sub.period_start != invoice.period_start):
+        return False
+    old = env.catalog.plan(str(purchase["from_plan"]))
+    _promote(db, org=org, sub=sub, old=old, new=new, price=price, invoice_id=invoice.id, at=at)
+    if sub.scheduled_plan_code == purchase.get("scheduled"):
+        sub.scheduled_plan_code = None
+    return True
 
 
 FREE = "free"  # the catalog's one free plan (catalog.parse_catalog insists on it)

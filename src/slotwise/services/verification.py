@@ -6,8 +6,13 @@ Invariants:
 
 * an invoice is paid once and what it buys is granted once: settling is done under the organization
   lock, and an invoice already paid or void is left as it is (any order, any number of times);
-* a purchase (``Invoice.purchase``: slots, credits) grants exactly what was recorded when it was
-  bought — the quantity and the unit price then, the credits then — never re-quoted;
+* a purchase (``Invoice.purchase``: slots, credits, a plan start or upgrade) grants exactly what was
+  recorded when it was bought — the quantity and the unit price then, the credits then, the plan at
+  its price then — never re-quoted;
+* a plan start or upgrade the organization has moved on from since (``subscriptions.
+  apply_plan_purchase``: it ended, renewed or changed plan meanwhile) is not applied: the invoice is
+  paid, as the bank paid it, and the payment is refunded in full and recorded (a ``refunded``
+  charge), so nothing is applied twice and nobody pays for what they did not get;
 * a renewal (no ``purchase``) stays in the dunning while it waits; paying it is a late payment like
   any other (``renewals.paid_late``: active again, the period's credits refilled);
 * a verification the bank refused voids a purchase (nothing granted, a failed charge kept); a
@@ -17,6 +22,8 @@ Invariants:
 from __future__ import annotations
 
 import json
+import logging
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
@@ -26,14 +33,15 @@ from slotwise import credit_repository as credits_repo
 from slotwise import repositories as repo
 from slotwise.errors import NotFound, PaymentFailed, SlotwiseError
 from slotwise.gateway import ChargeOutcome, ChargeResult, Verdict
-from slotwise.gateway.errors import GatewayUnavailable
+from slotwise.gateway.errors import GatewayUnavailable, RefundRefused
 from slotwise.models import Charge, Invoice, Subscription, new_id
-from slotwise.services import recharges
+from slotwise.services import recharges, subscriptions
 from slotwise.services.addons import grant_slots
 from slotwise.services.context import Actor, Env, require_owner
 from slotwise.services.renewals.cycle import paid_late
 
 NEEDS_VERIFICATION = "Payment needs verification"
+log = logging.getLogger(__name__)
 
 
 class VerificationPending(SlotwiseError):
@@ -79,6 +87,11 @@ def settle_verification(db: Session, *, env: Env, org_id: str, invoice_id: str, 
                   failure_code=result.failure_code, gateway_reference=result.reference, created_at=at))
     invoice.action_intent = None
     purchase = _purchase(invoice)
+    if purchase is not None and purchase.get("kind") in subscriptions.PLAN_PURCHASES:
+        # A plan change was charged by ``collect``, which recorded the attempt that asked for the
+        # verification as a charge of its own: the outcome is one more attempt, so that each charge
+        # recorded counts one (the other purchases record none until settled).
+        invoice.attempt_count += 1
     if result.succeeded:
         invoice.status, invoice.paid_at = "paid", at
         db.flush()
@@ -87,7 +100,7 @@ def settle_verification(db: Session, *, env: Env, org_id: str, invoice_id: str, 
             # Verified after dunning gave up (``unpaid``): everything owed is paid, so it is active again.
             paid_late(db, env, invoice, sub, at, reactivate=("past_due", "unpaid"))
         else:
-            _grant(db, env, invoice, purchase, at)
+            _grant(db, env, invoice, purchase, result.reference, at)
     elif purchase is not None:
         invoice.status, invoice.next_retry_at = "void", None
         db.flush()
@@ -156,8 +169,13 @@ def _purchase(invoice: Invoice) -> dict[str, Any] | None:
     return value
 
 
-def _grant(db: Session, env: Env, invoice: Invoice, purchase: dict[str, Any], at: datetime) -> None:
+def _grant(db: Session, env: Env, invoice: Invoice, purchase: dict[str, Any], reference: str,
+           at: datetime) -> None:
     kind = purchase.get("kind")
+    if kind in subscriptions.PLAN_PURCHASES:
+        if not subscriptions.apply_plan_purchase(db, env=env, invoice=invoice, purchase=purchase, at=at):
+            _refund(db, env, invoice, reference, at)
+        return
     if kind == "slots":
         addon = env.catalog.addon(str(purchase["addon"]))
         held = addon.code in repo.addons_of_org(db, invoice.org_id)
@@ -171,6 +189,25 @@ def _grant(db: Session, env: Env, invoice: Invoice, purchase: dict[str, Any], at
             credits_repo.count_recharge(db, invoice.org_id, at=at)
     else:
         raise ValueError(f"invoice {invoice.id}: unknown purchase {kind!r}")
+
+
+def _refund(db: Session, env: Env, invoice: Invoice, reference: str, at: datetime) -> None:
+    """Give back the whole payment ``reference`` of a paid invoice whose purchase could no longer be
+    applied, and record it: a ``refunded`` charge beside the succeeded one, under the refund's own
+    reference (the payment stays recorded once, by its succeeded charge)."""
+    log.warning("slotwise: invoice %s of %s was verified after the organization moved on; %d refunded",
+                invoice.id, invoice.org_id, invoice.total)
+    key = f"slotwise-stale-{invoice.id}"
+    refunded = key
+    if invoice.total > 0:
+        # Refused if already given back: an earlier attempt refunded, then its transaction was lost.
+        with suppress(RefundRefused):
+            refunded = env.gateway.refund(reference=reference, amount=invoice.total, refunded_before=0,
+                                          idempotency_key=key).reference
+    db.add(Charge(id=new_id("ch"), org_id=invoice.org_id, invoice_id=invoice.id, amount=invoice.total,
+                  currency=invoice.currency, status="refunded", failure_code="stale_purchase_refund",
+                  gateway_reference=refunded, created_at=at))
+    db.flush()
 
 
 def _recharge_in_flight(db: Session, invoice: Invoice) -> bool:
