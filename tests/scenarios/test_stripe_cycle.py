@@ -321,3 +321,31 @@ def test_resume_before_the_end_renews_on_stripe(stripe_api: Api, localstripe: Lo
     [intent] = intents_for(localstripe, renewal["id"])  # the next period charged once, at Stripe
     assert intent["status"] == "succeeded" and intent["amount"] == renewal["total"]
     assert len(intents_of(localstripe, org.id)) == 3
+
+
+def test_a_checkout_the_bank_must_verify_starts_the_plan_once_verified(
+        stripe_api: Api, localstripe: LocalStripe) -> None:
+    email = "owner@stripe-sca-checkout.test"
+    org = stripe_api.create_org("free", owner_email=email, owner_password=PASSWORD)
+    client = stripe_api.client
+    assert login(client, email).status_code == 303
+    form = checkout_form(client, "/billing/checkout?plan=pro")
+    answer = client.post("/billing/checkout", data={
+        **form, "payment_method": localstripe.card_payment_method(NEEDS_VERIFICATION)}, follow_redirects=False)
+    found = re.fullmatch(r"/billing/invoices/([^/]+)/verify", answer.headers["location"])
+    assert found is not None, answer.headers["location"]
+    invoice_id = found.group(1)
+    assert org.summary()["plan"]["code"] == "free"  # nothing granted until verified
+    assert ok(org.get(f"/invoices/{invoice_id}"))["status"] == "open"
+    [intent] = intents_for(localstripe, invoice_id)
+    assert intent["status"] == "requires_action" and intent["amount"] == PRO
+
+    localstripe.authenticate(intent["id"], intent["client_secret"], success=True)
+    paid = ok(org.post(f"/invoices/{invoice_id}/verify"))
+    assert paid["status"] == "paid"
+    summary = org.summary()
+    assert summary["plan"]["code"] == "pro" and summary["subscription"]["status"] == "active"
+    assert ok(org.get("/credits"))["plan"]["allowance"] == PRO
+    assert ok(org.post(f"/invoices/{invoice_id}/verify"))["status"] == "paid"  # once
+    assert org.invoices() == [ok(org.get(f"/invoices/{invoice_id}"))]
+    assert [pi["status"] for pi in intents_of(localstripe, org.id)] == ["succeeded"]
