@@ -1,7 +1,8 @@
 """Checkout, whole cycle (SPEC §12), through the pages on both databases: a Free organization's Owner
 opens the checkout page, enters the sandbox's test card and is back on Billing with Pro active, its
 first invoice paid and its credits granted; a month later it renews. A declined card, a cancel and a
-resubmitted form change nothing; a card the bank must verify goes to its verification page."""
+resubmitted form change nothing; a card the bank must verify goes to its verification page, and the
+plan starts once it is verified (nothing before, nothing if the bank refuses)."""
 
 from __future__ import annotations
 
@@ -102,17 +103,68 @@ def test_a_declined_attempt_leaves_the_form_usable(api: Api, client: TestClient)
     assert org.summary()["plan"]["code"] == "pro"
 
 
-def test_a_card_the_bank_must_verify_goes_to_its_verification_page(api: Api, client: TestClient) -> None:
+def verify_on_the_page(client: TestClient, location: str, verdict: str) -> Any:
+    page = client.get(location)
+    assert page.status_code == 200 and "Complete authentication" in page.text, page.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    return client.post(location, data={"csrf_token": token.group(1), "verdict": verdict}, follow_redirects=False)
+
+
+def test_a_card_the_bank_must_verify_goes_to_its_verification_page_then_the_plan_starts(
+        api: Api, client: TestClient) -> None:
     org = free_org(api, client)
     answer = pay(client, "pro", NEEDS_VERIFICATION)
     location = answer.headers["location"]
-    if location.startswith("/billing/checkout"):
-        # Starting a plan does not ask for verification yet (services/subscriptions: a decline);
-        # then nothing changed, like any declined card.
-        assert org.summary()["plan"]["code"] == "free"
-        return
     assert re.fullmatch(r"/billing/invoices/[^/]+/verify", location), location
-    assert org.summary()["plan"]["code"] == "free"  # nothing granted until verified
+    summary = org.summary()
+    assert summary["plan"]["code"] == "free" and summary["subscription"] is None  # nothing granted until verified
+    assert summary["payment_method"]["last4"] == "3155"  # the card stays, with the open invoice
+    [waiting] = org.invoices()
+    assert waiting["status"] == "open" and waiting["verify_url"] == location
+    assert org.get("/credits").json()["plan"]["allowance"] == 100
+
+    done = verify_on_the_page(client, location, "approve")
+    assert done.status_code == 303 and done.headers["location"] == f"/billing/invoices/{waiting['id']}"
+    assert "Payment verified." in client.get(done.headers["location"]).text
+    summary = org.summary()
+    assert summary["plan"]["code"] == "pro" and summary["subscription"]["status"] == "active"
+    credits = org.get("/credits").json()
+    assert credits["plan"]["allowance"] == credits["plan"]["remaining"] == 15000
+    [invoice] = org.invoices()
+    assert invoice["status"] == "paid" and invoice["total"] == 15000
+
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/billing").text)
+    assert token is not None  # a second submission (back button, double click) is answered as it is
+    again = client.post(location, data={"csrf_token": token.group(1), "verdict": "approve"}, follow_redirects=False)
+    assert again.status_code == 303 and "Payment verified." in client.get(again.headers["location"]).text
+    assert org.invoices() == [invoice] and org.get("/credits").json() == credits  # no second grant
+
+    assert org.put("/payment-method", {"payment_method": GOOD.replace(" ", "")}).status_code == 200
+    api.advance(31)
+    billing_run(api)
+    renewal = org.invoices()[0]
+    assert renewal["kind"] == "renewal" and renewal["status"] == "paid" and renewal["total"] == 15000
+
+
+def test_a_failed_verification_after_checkout_changes_nothing_and_checkout_works_again(
+        api: Api, client: TestClient) -> None:
+    org = free_org(api, client)
+    location = pay(client, "pro", NEEDS_VERIFICATION).headers["location"]
+    verify_on_the_page(client, location, "fail")
+    assert org.summary()["plan"]["code"] == "free" and org.summary()["subscription"] is None
+    assert [i["status"] for i in org.invoices()] == ["void"]
+    assert pay(client, "pro", GOOD).headers["location"] == "/billing"
+    assert org.summary()["plan"]["code"] == "pro"
+
+
+def test_checkout_waits_for_a_plan_change_the_bank_still_verifies(api: Api, client: TestClient) -> None:
+    org = free_org(api, client)
+    location = pay(client, "pro", NEEDS_VERIFICATION).headers["location"]
+    again = client.get("/billing/checkout?plan=pro", follow_redirects=False)
+    assert again.status_code == 303 and again.headers["location"] == "/billing/plans"
+    assert "waiting for your bank" in client.get("/billing/plans").text
+    assert [i["verify_url"] for i in org.invoices()] == [location]
 
 
 def test_the_checkout_page_refuses_what_cannot_be_checked_out(api: Api, client: TestClient) -> None:
