@@ -10,7 +10,8 @@ so the official ``stripe`` library sees what live Stripe would answer:
 * ``decline_code`` is never set: added from the test card's number (0002 ``generic_decline``, 9995
   ``insufficient_funds``, …), and a declined PaymentIntent's error carries the ``payment_intent``;
 * ``allowed_payment_method_types`` (this API version's name) is taken as ``payment_method_types``;
-* ``GET /v1/payment_intents?customer=…`` is refused (400 Unexpected): here it filters by customer;
+* ``GET /v1/payment_intents?customer=…`` or ``created[gte]=…`` is refused (400 Unexpected): here they
+  filter by customer and by creation time;
 * its store is pickled to the fixed path ``/tmp/localstripe.pickle`` after every write, shared by every
   instance on the machine: here nothing is written (each instance starts empty).
 
@@ -187,10 +188,12 @@ def _patch_localstripe() -> Any:  # pragma: no cover - runs in the subprocess
 
     list_all = r.PaymentIntent._api_list_all.__func__
 
-    def list_payment_intents(cls: Any, url: str, customer: Any = None, **kwargs: Any) -> Any:
+    def list_payment_intents(cls: Any, url: str, customer: Any = None, created: Any = None, **kwargs: Any) -> Any:
         found = list_all(cls, url, **kwargs)
         if customer is not None:
             found._list = [pi for pi in found._list if pi.customer == customer]
+        if isinstance(created, dict) and "gte" in created:
+            found._list = [pi for pi in found._list if pi.created >= int(created["gte"])]
         return found
 
     r.PaymentIntent._api_list_all = classmethod(list_payment_intents)

@@ -177,7 +177,7 @@ def doctor(org_ids: tuple[str, ...]) -> None:
     from slotwise.doctor import run_doctor
 
     rt = Runtime()
-    found = run_doctor(rt.sessions, rt.env.catalog, org_ids=org_ids or None)
+    found = run_doctor(rt.sessions, rt.env.catalog, org_ids=org_ids or None, gateway=rt.env.gateway)
     for violation in found.violations:
         click.echo(str(violation))
     summary = f"{found.organizations} organizations and {found.invoices} invoices checked"

@@ -11,6 +11,8 @@ use, so a wrong query there cannot hide the damage it did. Checks, per organizat
   renewal line plus the paid add-on invoices of the period): no slots without an invoice.
 * ``charges``: a paid invoice with a total above zero has exactly one succeeded charge, of that
   amount; an open or void invoice has none; every collection attempt left exactly one charge record.
+* ``processor_charges`` (when given the gateway, as ``slotwise doctor`` is): the processor's own list of
+  recent payments, each recorded once by slotwise (paid invoice, or refunded by reconciliation).
 * ``processor_payments``: the processor's side of the same promise, from its webhook events: every
   payment it reports succeeded for an invoice of ours (``payment_intent.succeeded`` with our metadata)
   is for exactly one payment per invoice, and that invoice exists and is paid; and no such event was
@@ -39,7 +41,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from slotwise.capacity import OrgSnapshot, Slots, renewal_capacity, resource_capacity
 from slotwise.catalog import RESOURCES, Catalog
-from slotwise.doctor_processor import processor_payments
+from slotwise.clock import wall_now
+from slotwise.doctor_processor import processor_charges, processor_payments
+from slotwise.gateway import CardGateway
 from slotwise.models import (
     Agent,
     Charge,
@@ -54,6 +58,7 @@ from slotwise.models import (
     User,
 )
 from slotwise.periods import Period, period_at_index
+from slotwise.services.reconcile import WINDOW
 
 PERIOD_KINDS = ("subscription", "renewal")  # invoices that bill a whole period
 ORGS_PER_BATCH = 500
@@ -82,14 +87,21 @@ class Diagnosis:
 
 
 def run_doctor(
-    factory: sessionmaker[Session], catalog: Catalog, *, org_ids: Collection[str] | None = None
+    factory: sessionmaker[Session], catalog: Catalog, *, org_ids: Collection[str] | None = None,
+    gateway: CardGateway | None = None,
 ) -> Diagnosis:
-    """Check every organization (or only ``org_ids``) in one consistent read."""
+    """Check every organization (or only ``org_ids``) in one consistent read; with ``gateway``, also
+    the processor's recent payments (``processor_charges``)."""
     with factory() as db:
         if db.get_bind().dialect.name == "postgresql":
             db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         try:
-            return diagnose(db, catalog, org_ids=org_ids)
+            found = diagnose(db, catalog, org_ids=org_ids)
+            if gateway is not None:
+                found.violations.extend(
+                    Violation("processor_charges", org_id, detail)
+                    for org_id, detail in processor_charges(db, gateway, since=wall_now() - WINDOW, org_ids=org_ids))
+            return found
         finally:
             db.rollback()  # read-only: nothing to keep
 
@@ -279,6 +291,8 @@ def _charges(org: _Org) -> Iterator[Violation]:
     succeeded: dict[str, list[int]] = defaultdict(list)
     attempts: Counter[str] = Counter()
     for charge in org.charges:
+        if charge.status == "refunded":
+            continue  # a payment reconciliation gave back: no collection attempt of ours
         attempts[charge.invoice_id or ""] += 1
         if charge.status == "succeeded":
             succeeded[charge.invoice_id or ""].append(charge.amount)

@@ -1,5 +1,12 @@
-"""``slotwise doctor``'s ``processor_payments`` check: what the processor says it was paid, from its
-webhook events (``processor_events``), against our invoices.
+"""``slotwise doctor``'s processor checks: what the processor says it was paid against our invoices.
+
+``processor_charges`` asks the processor itself (``CardGateway.recent_charges``, the reconciliation
+window): every payment it took for one of our organizations is recorded by exactly one charge of
+ours — succeeded, on that organization's paid invoice of that amount, or refunded by reconciliation.
+A payment with no record is a crash between the processor charging and slotwise committing that no
+billing run has reconciled yet.
+
+``processor_payments`` reads the processor's webhook events (``processor_events``):
 
 * every payment reported succeeded (``payment_intent.succeeded``) for an invoice of ours is the only
   one for that invoice, and the invoice exists in that organization and is paid — a payment taken
@@ -17,14 +24,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterator
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, cast, distinct, func, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from slotwise.gateway.base import METADATA_INVOICE, METADATA_ORG
-from slotwise.models import Invoice, Job, ProcessorEvent
+from slotwise.gateway.base import METADATA_INVOICE, METADATA_ORG, CardGateway
+from slotwise.models import Charge, Invoice, Job, Organization, ProcessorEvent
 from slotwise.repositories.processor_events import job_id_for
 from slotwise.services.processor_events import PAYMENT_SUCCEEDED
 
@@ -49,10 +57,47 @@ def processor_payments(db: Session, org_ids: Collection[str] | None = None) -> I
     yield from _left_unhandled(db, None if org_ids is None else set(org_ids))
 
 
+def processor_charges(db: Session, gateway: CardGateway, *, since: datetime,
+                      org_ids: Collection[str] | None = None) -> Iterator[tuple[str, str]]:
+    """``(org_id, detail)`` for each payment the processor took since ``since`` for an organization of
+    ours without exactly the record it should have."""
+    wanted = None if org_ids is None else set(org_ids)
+    found = [c for c in gateway.recent_charges(since=since) if wanted is None or c.org_id in wanted]
+    for start in range(0, len(found), EVENTS_PER_BATCH):
+        batch = found[start:start + EVENTS_PER_BATCH]
+        ours = set(db.scalars(select(Organization.id).where(Organization.id.in_({c.org_id for c in batch}))))
+        records: dict[str, list[Any]] = {}
+        for row in db.execute(
+                select(Charge.gateway_reference, Charge.org_id, Charge.status, Charge.amount, Charge.invoice_id,
+                       Invoice.status.label("invoice_status"), Invoice.total)
+                .outerjoin(Invoice, Invoice.id == Charge.invoice_id)
+                .where(Charge.gateway_reference.in_([c.reference for c in batch]),
+                       Charge.status.in_(("succeeded", "refunded")))):
+            records.setdefault(row.gateway_reference, []).append(row)
+        for charge in batch:
+            if charge.org_id not in ours:
+                continue  # another installation's payment on the same processor account
+            rows = records.get(charge.reference, [])
+            taken = f"the processor took {charge.amount} ({charge.reference}) for invoice {charge.invoice_id}"
+            if not rows:
+                yield charge.org_id, f"{taken}, and slotwise has no record of it (not reconciled yet)"
+            elif len(rows) > 1:
+                yield charge.org_id, f"{taken}, and slotwise recorded it {len(rows)} times"
+            elif rows[0].org_id != charge.org_id:
+                yield charge.org_id, f"{taken}, but slotwise recorded it for organization {rows[0].org_id}"
+            elif rows[0].status == "succeeded" and (rows[0].invoice_id != charge.invoice_id
+                                                    or rows[0].invoice_status != "paid"
+                                                    or rows[0].amount != charge.amount):
+                yield charge.org_id, (f"{taken}, but slotwise recorded it on invoice {rows[0].invoice_id} "
+                                      f"({rows[0].invoice_status}) for {rows[0].amount}")
+
+
 def _succeeded_payments(db: Session, org_ids: list[str] | None) -> Iterator[tuple[str, str]]:
     invoice_id, org_id = _metadata(db, METADATA_INVOICE), _metadata(db, METADATA_ORG)
+    refunded = select(Charge.gateway_reference).where(Charge.status == "refunded")
     where = [ProcessorEvent.type == PAYMENT_SUCCEEDED, ProcessorEvent.handled_at.is_not(None),
-             invoice_id.is_not(None), org_id.is_not(None)]
+             invoice_id.is_not(None), org_id.is_not(None),
+             ProcessorEvent.object_id.not_in(refunded)]  # given back by reconciliation: accounted for
     if org_ids is not None:
         where.append(org_id.in_(org_ids))
     events = select(invoice_id.label("invoice_id"), org_id.label("org_id"),

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from slotwise.clock import wall_now
 from slotwise.gateway import CardDeclined, ChargeOutcome, ChargeRequest, RefundRefused, WebhookRejected, charge_key
 from slotwise.gateway import webhooks as signing
 from tests.gateway.conftest import WEBHOOK_SECRET, unique
@@ -109,6 +111,32 @@ class TestReconciliation:
         found = harness.gateway.find_charge(request)
         assert found is not None
         assert (found.outcome, found.reference, found.amount) == (ChargeOutcome.PAID, paid.reference, 2500)
+
+    def test_recent_charges_are_the_paid_ones_with_what_they_paid(self, harness: Any) -> None:
+        since = wall_now() - timedelta(seconds=5)
+        paid_request = request_for(harness, "4242424242424242", amount=1234)
+        paid = harness.gateway.charge_off_session(paid_request)
+        harness.gateway.charge_off_session(paid_request)  # the same key: still one payment
+        declined = harness.gateway.charge_off_session(request_for(harness, "4000000000000341"))
+        waiting_request = request_for(harness, "4000002500003155", amount=777)
+        waiting = harness.gateway.charge_off_session(waiting_request)
+        assert waiting.action is not None and not declined.succeeded
+
+        listed = {c.reference: c for c in harness.gateway.recent_charges(since=since)}
+        assert paid.reference in listed and declined.reference not in listed
+        assert waiting.action.intent_id not in listed  # not paid until the bank says so
+        mine = listed[paid.reference]
+        assert (mine.amount, mine.currency, mine.invoice_id, mine.org_id, mine.idempotency_key) == (
+            1234, "usd", paid_request.invoice_id, paid_request.org_id, paid_request.idempotency_key)
+        assert [c.reference for c in listed.values()].count(paid.reference) == 1
+        assert abs((mine.created_at - wall_now()).total_seconds()) < 60
+
+        verdict = harness.verify(waiting.action, success=True)
+        verified = harness.gateway.complete_verification(intent_id=waiting.action.intent_id, verdict=verdict)
+        after = {c.reference: c for c in harness.gateway.recent_charges(since=since)}
+        assert after[verified.reference].invoice_id == waiting_request.invoice_id
+        assert after[verified.reference].amount == 777
+        assert not list(harness.gateway.recent_charges(since=wall_now() + timedelta(minutes=5)))
 
 
 class TestRefund:

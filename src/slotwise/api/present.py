@@ -126,7 +126,8 @@ def invitation(i: Invitation) -> s.InvitationOut:
 def sweep(at: datetime, report: SweepReport) -> s.SweepOut:
     return s.SweepOut(at=at, renewed=report.renewed, canceled=report.canceled,
                       payments_failed=report.payments_failed, retried_paid=report.retried_paid,
-                      retried_failed=report.retried_failed, unpaid=report.unpaid)
+                      retried_failed=report.retried_failed, unpaid=report.unpaid, reconciled=report.reconciled,
+                      refunded=report.refunded)
 
 
 def page(rows: Sequence[Row], limit: int, render: Callable[[Row], Out]) -> s.Page[Out]:

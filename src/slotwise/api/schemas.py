@@ -422,3 +422,7 @@ class SweepOut(BaseModel):
     retried_paid: list[str]
     retried_failed: list[str]
     unpaid: list[str]
+    reconciled: list[str] = Field(description="Invoices paid with a payment found at the processor (a crash "
+                                              "between its charge and slotwise's commit).")
+    refunded: list[str] = Field(description="Processor payments for purchases slotwise never recorded, refunded "
+                                            "in full.")

@@ -9,6 +9,7 @@ from slotwise.gateway.base import (
     ChargeResult,
     Customer,
     CustomerAction,
+    ProcessorCharge,
     RefundResult,
     StoredCard,
     Verdict,
@@ -21,7 +22,7 @@ from slotwise.gateway.sandbox import SandboxGateway
 
 __all__ = [
     "CardDeclined", "CardGateway", "CardSetup", "ChargeOutcome", "ChargeRequest", "ChargeResult", "Customer",
-    "CustomerAction", "GatewayError", "GatewayNotConfigured", "GatewayUnavailable", "RefundRefused",
+    "CustomerAction", "GatewayError", "GatewayNotConfigured", "GatewayUnavailable", "ProcessorCharge", "RefundRefused",
     "RefundResult", "SandboxGateway", "StoredCard", "Verdict", "WebhookEvent", "WebhookRejected", "charge_key",
     "make_gateway",
 ]

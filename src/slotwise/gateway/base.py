@@ -14,8 +14,9 @@ Invariants every gateway keeps:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
@@ -171,6 +172,20 @@ class RefundResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessorCharge:
+    """A payment the processor says it took for slotwise (it carries our metadata): what
+    reconciliation matches against the charges slotwise recorded."""
+
+    reference: str  # the processor's payment (Stripe: the PaymentIntent id)
+    amount: int  # what was received, in minor units
+    currency: str
+    created_at: datetime  # the processor's (wall-clock) time of the payment
+    idempotency_key: str
+    invoice_id: str
+    org_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookEvent:
     """A processor event whose signature was verified: ``id`` is unique per event (store it once)."""
 
@@ -214,6 +229,11 @@ class CardGateway(Protocol):
     def find_charge(self, request: ChargeRequest) -> ChargeResult | None:
         """The charge made for ``request.idempotency_key``, or None if the processor never made one
         (reconciliation after a crash between the processor charging and slotwise committing)."""
+        ...
+
+    def recent_charges(self, *, since: datetime) -> Iterator[ProcessorCharge]:
+        """Every payment that succeeded at the processor since ``since`` (wall clock) and carries
+        slotwise's metadata, whatever slotwise recorded of it: reconciliation's input."""
         ...
 
     def refund(self, *, reference: str, amount: int, refunded_before: int, idempotency_key: str) -> RefundResult:

@@ -13,6 +13,10 @@ stored and declined at charge, with ``failure_code`` ``card_declined`` / ``insuf
 The full number is never kept: the token records only how the sandbox will answer, and a payment's
 reference records its amount, currency and state (``sbxpi_2500_usd_paid_<key digest>``), which is
 what lets a stateless sandbox complete a verification and cap a refund.
+
+The one thing it remembers is this process's paid charges (``recent_charges``, a bounded window), so
+reconciliation has the same input as with a real processor; they die with the process, as would
+anything a sandbox "charged" — no money ever moved.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+from collections import deque
+from collections.abc import Iterator
+from datetime import datetime
 
 from slotwise.clock import wall_now
 from slotwise.errors import InvalidRequest
@@ -30,6 +37,7 @@ from slotwise.gateway.base import (
     ChargeResult,
     Customer,
     CustomerAction,
+    ProcessorCharge,
     RefundResult,
     StoredCard,
     Verdict,
@@ -47,6 +55,7 @@ CHARGE_DECLINES = {"4000000000000341"}
 NEEDS_AUTHENTICATION = {"4000002500003155", "4000002760003184"}
 
 DECLINED_MESSAGE = "Your card was declined."
+REMEMBERED_CHARGES = 10_000  # the paid charges ``recent_charges`` can answer with, newest kept
 
 
 def luhn_valid(number: str) -> bool:
@@ -110,6 +119,8 @@ class SandboxGateway:
         self._webhook_secret = webhook_secret
         self._outages = outages
         self._lock = threading.Lock()
+        self._paid: deque[ProcessorCharge] = deque(maxlen=REMEMBERED_CHARGES)
+        self._waiting: dict[str, ChargeRequest] = {}  # SCA intents of this process, until verified
 
     # -- customers and cards ---------------------------------------------------------------
     def create_customer(self, *, reference: str, email: str | None = None, name: str | None = None) -> Customer:
@@ -135,24 +146,43 @@ class SandboxGateway:
             if self._outages > 0:
                 self._outages -= 1
                 return ChargeResult.retry_later("processor_unavailable", "The sandbox is simulating an outage.")
-        return self._answer(request)
+        return self._answer(request, charging=True)
 
     def find_charge(self, request: ChargeRequest) -> ChargeResult:
-        """The sandbox keeps nothing, so it cannot tell a charge it made from one it was never asked
-        for: it answers what that charge answered (the same reference, from the key). That is safe
-        only because a sandbox charge moves no money; it is never None."""
-        return self._answer(request)
+        """The sandbox cannot tell a charge it made from one it was never asked for: it answers what
+        that charge answered (the same reference, from the key). That is safe only because a sandbox
+        charge moves no money; it is never None."""
+        return self._answer(request, charging=False)
 
-    def _answer(self, request: ChargeRequest) -> ChargeResult:
+    def recent_charges(self, *, since: datetime) -> Iterator[ProcessorCharge]:
+        with self._lock:
+            remembered = list(self._paid)
+        return iter([charge for charge in remembered if charge.created_at >= since])
+
+    def _remember(self, reference: str, request: ChargeRequest) -> None:
+        with self._lock:
+            if all(charge.reference != reference for charge in self._paid):
+                self._paid.append(ProcessorCharge(
+                    reference=reference, amount=request.amount, currency=request.currency, created_at=wall_now(),
+                    idempotency_key=request.idempotency_key, invoice_id=request.invoice_id, org_id=request.org_id))
+
+    def _answer(self, request: ChargeRequest, *, charging: bool) -> ChargeResult:
         def pid(state: str) -> str:
             return intent_id(amount=request.amount, currency=request.currency, state=state,
                              idempotency_key=request.idempotency_key)
 
         behaviour = _behaviour(request.payment_method_id)
         if behaviour == "ok":
+            if charging:
+                self._remember(pid("paid"), request)
             return ChargeResult.paid(pid("paid"), amount=request.amount)
         if behaviour == "sca":
             sca = pid("sca")
+            if charging:
+                with self._lock:
+                    self._waiting[sca] = request
+                    if len(self._waiting) > REMEMBERED_CHARGES:
+                        del self._waiting[next(iter(self._waiting))]
             return ChargeResult.action_required(CustomerAction(sca, f"{sca}_secret", request.payment_method_id))
         reason = "insufficient_funds" if behaviour == "insufficient_funds" else "generic_decline"
         message = DECLINES["4000000000009995"][1] if reason == "insufficient_funds" else DECLINED_MESSAGE
@@ -162,6 +192,10 @@ class SandboxGateway:
         amount, currency, state, digest = parse_intent_id(intent_id)
         paid_id = f"sbxpi_{amount}_{currency}_paid_{digest}"
         if state == "paid" or (state == "sca" and verdict == "approve"):
+            with self._lock:
+                asked = self._waiting.pop(intent_id, None)
+            if asked is not None:
+                self._remember(paid_id, asked)
             return ChargeResult.paid(paid_id, amount=amount)
         if state == "sca" and verdict is None:
             return ChargeResult.action_required(CustomerAction(intent_id, f"{intent_id}_secret", None))

@@ -19,6 +19,8 @@ The secret key is never logged or put in an error: the library's own logging is 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import stripe
@@ -27,12 +29,15 @@ from stripe.params import PaymentIntentCreateParams
 from slotwise.errors import InvalidRequest
 from slotwise.gateway import webhooks
 from slotwise.gateway.base import (
+    METADATA_INVOICE,
     METADATA_KEY,
+    METADATA_ORG,
     CardSetup,
     ChargeRequest,
     ChargeResult,
     Customer,
     CustomerAction,
+    ProcessorCharge,
     RefundResult,
     StoredCard,
     Verdict,
@@ -158,6 +163,21 @@ class StripeGateway:
             if _get(_get(intent, "metadata"), METADATA_KEY) == request.idempotency_key:
                 return self._from_intent(intent)
         return None
+
+    def recent_charges(self, *, since: datetime) -> Iterator[ProcessorCharge]:
+        """The account's PaymentIntents created since ``since`` (a page of 100 at a time, newest first),
+        the succeeded ones carrying our metadata."""
+        page = self._call(self._client.v1.payment_intents.list,
+                          {"created": {"gte": int(since.timestamp())}, "limit": 100})
+        for intent in page.auto_paging_iter():
+            metadata = _get(intent, "metadata")
+            key, invoice, org = (_get(metadata, name) for name in (METADATA_KEY, METADATA_INVOICE, METADATA_ORG))
+            if _get(intent, "status") != "succeeded" or not (key and invoice and org):
+                continue
+            yield ProcessorCharge(
+                reference=str(intent["id"]), amount=int(_get(intent, "amount_received") or intent["amount"]),
+                currency=str(intent["currency"]), created_at=datetime.fromtimestamp(int(intent["created"]), UTC),
+                idempotency_key=str(key), invoice_id=str(invoice), org_id=str(org))
 
     def refund(self, *, reference: str, amount: int, refunded_before: int, idempotency_key: str) -> RefundResult:
         intent = self._call(self._client.v1.payment_intents.retrieve, reference)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def issue_invoice(
     """A new open invoice numbered after the organization's last. Caller holds the org lock."""
     org.invoice_seq += 1
     invoice = Invoice(
-        id=new_id("inv"),
+        id=billed_invoice_id(billing_key) if billing_key is not None else new_id("inv"),
         org_id=org.id,
         number=org.invoice_seq,
         subscription_id=subscription_id,
@@ -89,6 +90,14 @@ def issue_invoice(
     db.add(invoice)
     db.flush()
     return invoice
+
+
+def billed_invoice_id(billing_key: str) -> str:
+    """The id of the invoice that bills ``billing_key`` (a period): the same in every process and
+    after a crash, so its charge's idempotency key (``charge_key(id, attempt)``) is too — a renewal
+    redone after the processor charged and before slotwise committed is answered with the payment
+    already made, never a second one (reconciliation, SPEC §12)."""
+    return "inv_" + hashlib.sha256(billing_key.encode()).hexdigest()[:28]
 
 
 def attempt_charge(gateway: CardGateway, card_token: str | None, *, amount: int, currency: str,

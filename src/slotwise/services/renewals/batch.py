@@ -23,7 +23,7 @@ from slotwise.models import new_id
 from slotwise.periods import period_at_index
 from slotwise.services import refills
 from slotwise.services.context import Env
-from slotwise.services.invoices import attempt_charge
+from slotwise.services.invoices import attempt_charge, billed_invoice_id
 from slotwise.services.refills import CreditWrites, PeriodStart
 from slotwise.services.renewals.cycle import RETRY_AFTER_DAYS, SweepReport, renewal_lines
 
@@ -209,8 +209,9 @@ def _draft_renewal(
     due, period = org.period_end, period_at_index(org.anchor_at, org.period_index + 1)
     lines = renewal_lines(env, plan, kept, period)
     org.invoice_seq += 1
-    invoice = {"id": new_id("inv"), "org_id": org.org_id, "number": org.invoice_seq, "subscription_id": org.sub_id,
-               "kind": "renewal", "billing_key": repo.renewal_billing_key(org.sub_id, period.index),
+    billing_key = repo.renewal_billing_key(org.sub_id, period.index)
+    invoice = {"id": billed_invoice_id(billing_key), "org_id": org.org_id, "number": org.invoice_seq,
+               "subscription_id": org.sub_id, "kind": "renewal", "billing_key": billing_key,
                "period_start": period.start, "period_end": period.end, "currency": org.currency,
                "total": sum(line.amount for line in lines), "status": "open", "created_at": due, "paid_at": None,
                "attempt_count": 1, "next_retry_at": None, "action_intent": None}

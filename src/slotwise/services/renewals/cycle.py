@@ -43,6 +43,8 @@ class SweepReport:
     retried_failed: list[str] = field(default_factory=list)
     unpaid: list[str] = field(default_factory=list)  # subscription ids whose last retry failed
     refilled: list[str] = field(default_factory=list)  # organization ids, once per period's credits granted
+    reconciled: list[str] = field(default_factory=list)  # invoice ids paid with a payment found at the processor
+    refunded: list[str] = field(default_factory=list)  # processor payments slotwise had no invoice for, given back
 
     def merge(self, other: SweepReport) -> None:
         for name in self.__dataclass_fields__:

@@ -63,16 +63,23 @@ def sweep(
     """Run everything due by ``at``, a batch of organizations per transaction (see the module's doc).
 
     Safe to run concurrently or again after a crash: each organization is re-read under its lock, and
-    committed work is never redone (what is done is no longer due). Passes skip what other transactions
+    committed work is never redone (what is done is no longer due). Last, it reconciles the
+    processor's recent payments with what was recorded (``services.reconcile``). Passes skip what other transactions
     hold until nothing else is due; then one more waits for it, so nothing due by ``at`` is left undone.
     ``report`` collects the ids (a caller may pass one that keeps them elsewhere than in memory);
     ``progress`` is called after each batch.
     """
+    # Imported here: reconciliation settles through ``cycle`` and ``verification``, which import this package.
+    from slotwise.services.reconcile import reconcile
+
     report = SweepReport() if report is None else report
     tally = _Tally(progress)
     for skip_held in (True, False):
         while _sweep_pass(factory, env=env, at=at, skip_held=skip_held, report=report, tally=tally):
             pass  # organizations were left due by a transaction's share of renewals: go round again
+    # Then the processor's payments slotwise has no record of (a crash between charge and commit).
+    reconciled = reconcile(factory, env=env, at=at)
+    report.merge(SweepReport(reconciled=reconciled.completed, refunded=reconciled.refunded))
     with factory.begin() as db:
         repo.delete_idempotency_records_before(db, at - IDEMPOTENCY_KEY_TTL)
         prune_rate_limit_logs(db, at=at)  # the request path only counts the last window, never prunes
