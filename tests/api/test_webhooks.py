@@ -79,7 +79,7 @@ class Settled:
 @pytest.fixture
 def settled(sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> Settled:
     fake = Settled(sessions)
-    monkeypatch.setattr(processor_events, "settle_verification", lambda: fake)
+    monkeypatch.setattr(processor_events, "settle_verification", fake)
     return fake
 
 

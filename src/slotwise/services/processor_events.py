@@ -26,12 +26,11 @@ event's metadata names (``METADATA_INVOICE`` of ``METADATA_ORG``):
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -42,6 +41,7 @@ from slotwise.gateway.base import METADATA_INVOICE, METADATA_ORG
 from slotwise.jobs import ClaimedJob, JobContext
 from slotwise.repositories import processor_events as repo
 from slotwise.services.context import Env
+from slotwise.services.verification import settle_verification
 
 log = logging.getLogger("slotwise.processor_events")
 
@@ -134,19 +134,7 @@ def apply_event(db: Session, *, env: Env, type: str, object_id: str | None, data
         log.error("slotwise: payment %s took %d for invoice %s of %s, which is for %d; left open",
                   object_id, result.amount, invoice_id, org_id, invoice.total)
         return
-    settle_verification()(db, env=env, org_id=org_id, invoice_id=invoice_id, result=result, at=at)
-
-
-class Settle(Protocol):
-    def __call__(self, db: Session, *, env: Env, org_id: str, invoice_id: str, result: ChargeResult,
-                 at: datetime) -> object: ...
-
-
-def settle_verification() -> Settle:
-    """The SCA flow's ``verification.settle_verification``: pays the invoice and grants what was
-    bought, or voids it, idempotently. Looked up when called (the module lands beside this one)."""
-    settle: Settle = importlib.import_module("slotwise.services.verification").settle_verification
-    return settle
+    settle_verification(db, env=env, org_id=org_id, invoice_id=invoice_id, result=result, at=at)
 
 
 def _result_of(env: Env, *, type: str, intent_id: str, data: dict[str, Any]) -> ChargeResult:
