@@ -119,10 +119,38 @@ class TestAddSlots:
         before = org.capacity("agents")["active_slots"]
         invoice_id = needs_verification(org.add_slots("agent_slots", 1))
         attach(org, GOOD)  # so that the renewal is paid
-        api.clock_to("2026-12-15T09:00:00Z")
-        error_of(verify(org, invoice_id), 409, "verification_expired")
+        assert api.clock_to("2026-12-15T09:00:00Z")["expired"] == [invoice_id]  # the billing run voids it
+        assert verify(org, invoice_id).json()["status"] == "void"
         assert org.get(f"/invoices/{invoice_id}").json()["status"] == "void"
         assert org.capacity("agents")["active_slots"] == before
+
+    def test_a_week_unverified_the_billing_run_voids_it_and_a_late_payment_is_refunded(
+            self, api: Api, org: Org, env: Env, engine: Engine) -> None:
+        before = org.capacity("agents")["active_slots"]
+        invoice_id = needs_verification(org.add_slots("agent_slots", 1))
+        intent = invoice_row(engine, invoice_id).action_intent
+        assert api.advance(6)["expired"] == []  # still waiting for the bank
+        assert api.advance(1)["expired"] == [invoice_id]  # a week: void, nothing granted
+        assert org.get(f"/invoices/{invoice_id}").json()["status"] == "void"
+        # The bank pays it anyway, later: the next billing run gives the money back.
+        late = env.gateway.complete_verification(intent_id=intent, verdict="approve")
+        assert late.succeeded
+        report = api.advance(0)
+        assert report["refunded"] == [late.reference] and report["reconciled"] == []
+        assert charges(engine, invoice_id)[-1] == ("refunded", "reconciled_refund")
+        assert org.get(f"/invoices/{invoice_id}").json()["status"] == "void"
+        assert org.capacity("agents")["active_slots"] == before
+
+    def test_paid_at_the_bank_before_it_expired_is_settled_by_the_billing_run(
+            self, api: Api, org: Org, env: Env, engine: Engine) -> None:
+        before = org.capacity("agents")["active_slots"]
+        invoice_id = needs_verification(org.add_slots("agent_slots", 2))
+        intent = invoice_row(engine, invoice_id).action_intent
+        assert env.gateway.complete_verification(intent_id=intent, verdict="approve").succeeded  # slotwise not told
+        report = api.advance(7)  # the run asks the processor before voiding it: paid, so settled
+        assert report["expired"] == [] and report["reconciled"] == [] and report["refunded"] == []
+        assert org.get(f"/invoices/{invoice_id}").json()["status"] == "paid"
+        assert org.capacity("agents")["active_slots"] == before + 2
 
     def test_a_card_update_does_not_charge_a_purchase_waiting_for_verification(self, org: Org,
                                                                               engine: Engine) -> None:

@@ -127,7 +127,7 @@ def sweep(at: datetime, report: SweepReport) -> s.SweepOut:
     return s.SweepOut(at=at, renewed=report.renewed, canceled=report.canceled,
                       payments_failed=report.payments_failed, retried_paid=report.retried_paid,
                       retried_failed=report.retried_failed, unpaid=report.unpaid, reconciled=report.reconciled,
-                      refunded=report.refunded)
+                      refunded=report.refunded, expired=report.expired)
 
 
 def page(rows: Sequence[Row], limit: int, render: Callable[[Row], Out]) -> s.Page[Out]:

@@ -426,3 +426,5 @@ class SweepOut(BaseModel):
                                               "between its charge and slotwise's commit).")
     refunded: list[str] = Field(description="Processor payments for purchases slotwise never recorded, refunded "
                                             "in full.")
+    expired: list[str] = Field(description="Purchase invoices made void: their bank verification was not "
+                                           "completed in time.")

@@ -76,7 +76,8 @@ def refuse_while_waiting(db: Session, org_id: str) -> None:
     if waiting is not None:
         raise PlanChangeWaiting(
             f"The payment of invoice #{waiting.number} for a plan change is waiting for your bank's "
-            "verification. Complete it (or let your bank decline it) before changing plans again.",
+            "verification. Complete it (or let your bank decline it) before changing plans again; "
+            "if it is not completed within a week, it is canceled.",
             invoice=waiting.id, verify_url=verify_url(waiting.id))
 
 

@@ -24,10 +24,11 @@ from __future__ import annotations
 import json
 import logging
 from contextlib import suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from slotwise import credit_repository as credits_repo
 from slotwise import repositories as repo
@@ -49,11 +50,23 @@ class VerificationPending(SlotwiseError):
     default_message = "Your bank has not confirmed this payment yet. Finish the verification, then try again."
 
 
+# How long a purchase waits for the customer's bank: a week, or until its period ends if sooner. Then
+# it is void (the verify route says so, the billing run does it): nothing was granted, and a plan
+# change waiting for it no longer holds the next one back. Should the bank still pay later, the
+# billing run's reconciliation refunds the payment of the void invoice.
+VERIFICATION_WINDOW = timedelta(days=7)
+
+
+def expires_at(invoice: Invoice) -> datetime:
+    """When a purchase waiting for the bank's verification stops waiting."""
+    return min(invoice.period_end, invoice.created_at + VERIFICATION_WINDOW)
+
+
 class VerificationExpired(SlotwiseError):
-    """The invoice's period ended before the payment was verified: the purchase is void (kept)."""
+    """The payment was not verified in time (``expires_at``): the purchase is void (kept)."""
 
     code, status, keeps = "verification_expired", 409, True
-    default_message = ("This payment can no longer be verified: its billing period has ended. "
+    default_message = ("This payment can no longer be verified: it was not confirmed in time. "
                        "Nothing was charged and nothing was added.")
 
 
@@ -115,15 +128,15 @@ def verify(db: Session, *, env: Env, actor: Actor, invoice_id: str, verdict: Ver
     """The Owner completes a verification: the processor is asked how it went (the sandbox's stand-in
     page sends its ``verdict``; Stripe's own page has already talked to the bank and ignores it), and
     the outcome is settled. Raises ``payment_failed`` (kept: the purchase is void) if the bank said
-    no, ``verification_pending`` if it has not answered, ``verification_expired`` after the invoice's
-    period ended. An invoice already paid or void is answered as it is."""
+    no, ``verification_pending`` if it has not answered, ``verification_expired`` once it stopped
+    waiting (``expires_at``). An invoice already paid or void is answered as it is."""
     require_owner(actor, "Payment verifications")
     invoice = waiting_invoice(db, org_id=actor.org_id, invoice_id=invoice_id)
     if invoice.status != "open":
         return invoice
     if invoice.action_intent is None:
         raise NothingToVerify()
-    if at >= invoice.period_end:
+    if at >= (expires_at(invoice) if invoice.purchase is not None else invoice.period_end):
         expire(db, invoice, at=at)
         raise VerificationExpired(invoice=invoice.id)
     result = env.gateway.complete_verification(intent_id=invoice.action_intent, verdict=verdict)
@@ -135,6 +148,31 @@ def verify(db: Session, *, env: Env, actor: Actor, invoice_id: str, verdict: Ver
     if not result.succeeded:
         raise VerificationFailed(result.failure_message, invoice=invoice.id, decline_code=result.decline_code)
     return settled
+
+
+def expire_waiting(factory: sessionmaker[Session], *, env: Env, at: datetime) -> list[str]:
+    """The billing run's part: every purchase whose verification ran out of time by ``at`` is asked
+    of the processor once more — paid after all: settled; still waiting or refused: void (``expire``).
+    One transaction per invoice, under its organization's lock. Returns the invoice ids made void."""
+    with factory() as db:
+        due = db.execute(select(Invoice.id, Invoice.org_id).where(
+            Invoice.status == "open", Invoice.action_intent.is_not(None), Invoice.purchase.is_not(None),
+            or_(Invoice.period_end <= at, Invoice.created_at <= at - VERIFICATION_WINDOW))).all()
+    expired = []
+    for row in due:
+        with factory.begin() as db:
+            invoice = waiting_invoice(db, org_id=row.org_id, invoice_id=row.id)
+            if invoice.status != "open" or invoice.action_intent is None or at < expires_at(invoice):
+                continue  # settled meanwhile
+            result = env.gateway.complete_verification(intent_id=invoice.action_intent)
+            if result.outcome is ChargeOutcome.RETRYABLE:
+                continue  # the processor did not answer: the next run asks again
+            if result.succeeded:
+                settle_verification(db, env=env, org_id=row.org_id, invoice_id=invoice.id, result=result, at=at)
+                continue
+            expire(db, invoice, at=at)
+            expired.append(invoice.id)
+    return expired
 
 
 def waiting_invoice(db: Session, *, org_id: str, invoice_id: str) -> Invoice:

@@ -63,7 +63,8 @@ def sweep(
     """Run everything due by ``at``, a batch of organizations per transaction (see the module's doc).
 
     Safe to run concurrently or again after a crash: each organization is re-read under its lock, and
-    committed work is never redone (what is done is no longer due). Last, it reconciles the
+    committed work is never redone (what is done is no longer due). Last, it voids the purchases
+    whose bank verification ran out of time (``verification.expire_waiting``) and reconciles the
     processor's recent payments with what was recorded (``services.reconcile``). Passes skip what other transactions
     hold until nothing else is due; then one more waits for it, so nothing due by ``at`` is left undone.
     ``report`` collects the ids (a caller may pass one that keeps them elsewhere than in memory);
@@ -71,6 +72,7 @@ def sweep(
     """
     # Imported here: reconciliation settles through ``cycle`` and ``verification``, which import this package.
     from slotwise.services.reconcile import reconcile
+    from slotwise.services.verification import expire_waiting
 
     report = SweepReport() if report is None else report
     tally = _Tally(progress)
@@ -78,8 +80,11 @@ def sweep(
         while _sweep_pass(factory, env=env, at=at, skip_held=skip_held, report=report, tally=tally):
             pass  # organizations were left due by a transaction's share of renewals: go round again
     # Then the processor's payments slotwise has no record of (a crash between charge and commit).
+    # Purchases whose bank verification ran out of time, then the processor's payments slotwise has no
+    # record of (a crash between charge and commit, a bank that paid a void invoice late).
+    expired = expire_waiting(factory, env=env, at=at)
     reconciled = reconcile(factory, env=env, at=at)
-    report.merge(SweepReport(reconciled=reconciled.completed, refunded=reconciled.refunded))
+    report.merge(SweepReport(reconciled=reconciled.completed, refunded=reconciled.refunded, expired=expired))
     with factory.begin() as db:
         repo.delete_idempotency_records_before(db, at - IDEMPOTENCY_KEY_TTL)
         prune_rate_limit_logs(db, at=at)  # the request path only counts the last window, never prunes
