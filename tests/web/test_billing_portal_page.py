@@ -1,5 +1,6 @@
 """The billing portal ("Update Billing") in Chromium: billing details onto the invoice, the PDF
-download, cancel at period end through its dialog, resume; errors on the page; roles."""
+download, cancel at period end through its dialog, resume, the card updated through the gateway's
+form and back; errors on the page; roles."""
 
 from __future__ import annotations
 
@@ -68,6 +69,34 @@ class TestPortal:
         expect(page.get_by_role("status")).to_contain_text("Your subscription was resumed.")
         expect(page.get_by_test_id("renews-on")).to_contain_text("Renews on Dec 15, 2026")
         expect(page.get_by_role("button", name="Cancel subscription")).to_be_visible()
+
+    def test_the_card_is_updated_through_the_card_form_and_back_to_the_portal(self, world: World,
+                                                                              page: Page) -> None:
+        org = world.org("pro")
+        sign_in(page, org.owner_email)
+        open_portal(page)
+        card = page.get_by_test_id("portal-card")
+        expect(card).to_contain_text("ending in 4242")
+
+        page.locator("#payment-method").get_by_role("link", name="Update card").click()
+        expect(page.get_by_role("heading", name="Update card", exact=True)).to_be_visible()
+        page.get_by_role("link", name="Cancel").click()  # back where it started, nothing changed
+        expect(page).to_have_url(re.compile(r"/billing/portal#payment-method$"))
+        expect(card).to_contain_text("ending in 4242")
+
+        page.locator("#payment-method").get_by_role("link", name="Update card").click()
+        page.get_by_label("New card number").fill("5555 5555 5555 4444")
+        page.get_by_role("button", name="Update card").click()
+        expect(page).to_have_url(re.compile(r"/billing/portal#payment-method$"))
+        expect(page.get_by_role("status")).to_contain_text("ending in 4444")
+        expect(card).to_contain_text("Mastercard ending in 4444")
+
+        page.locator("#payment-method").get_by_role("link", name="Update card").click()
+        page.get_by_label("New card number").fill("4000 0000 0000 0002")  # refused when entered
+        page.get_by_role("button", name="Update card").click()
+        expect(page.locator(".flash-error")).to_contain_text("declined")
+        open_portal(page)
+        expect(card).to_contain_text("Mastercard ending in 4444")  # unchanged
 
     def test_invalid_details_are_explained_with_their_code_and_kept_in_the_form(
             self, world: World, page: Page) -> None:

@@ -242,7 +242,8 @@ def verify_page(invoice_id: str, page: PageDep) -> Response:
     stripe = _stripe_verification(page, invoice.action_intent) if waiting and invoice.action_intent else None
     response = render(page.request, "verify.html", {
         "page": page, "nav": "billing", "invoice": invoice, "waiting": waiting, "stripe": stripe,
-        "expired": waiting and page.now >= invoice.period_end,
+        "expired": waiting and page.now >= (verification.expires_at(invoice) if invoice.purchase is not None
+                                            else invoice.period_end),
     })
     if stripe is not None:
         origin = "{0.scheme}://{0.netloc}".format(urlsplit(stripe.js_url))
@@ -280,4 +281,8 @@ def verified_message(invoice: Invoice) -> str:
         return f"Payment verified. {addons.ADDED}"
     if kind == "credits":
         return f"Payment verified. {topups.ADDED}"
+    if kind == "plan_start":
+        return "Payment verified. Your plan is active."
+    if kind == "upgrade":
+        return "Payment verified. Your plan was upgraded."
     return "Payment verified. Your subscription is paid."

@@ -10,7 +10,7 @@ import secrets
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Form, Query
 from starlette.responses import Response
 
 from slotwise.api.idempotency import claim_once
@@ -25,6 +25,7 @@ from slotwise.web.render import Flash, is_site_path, leave_flash, long_date, mon
 router = APIRouter(include_in_schema=False)
 CHECKOUT = checkout.CHECKOUT_PATH
 CANCELED = OVERVIEW + "?checkout=canceled"
+PORTAL_CARD = "/billing/portal#payment-method"  # where a card update started from the portal returns
 SANDBOX_CARDS = (  # the sandbox's test numbers (gateway/sandbox.py), as the form lists them
     ("4242 4242 4242 4242", "paid"),
     ("4000 0000 0000 0002", "declined"),
@@ -33,8 +34,15 @@ SANDBOX_CARDS = (  # the sandbox's test numbers (gateway/sandbox.py), as the for
 Field = Annotated[str, Form()]
 
 
-def _back(plan: str, mode: str) -> str:
-    return f"{CHECKOUT}?{urlencode({'mode': 'card'} if mode == 'card' else {'plan': plan})}"
+def _back(plan: str, mode: str, came_from: str = "") -> str:
+    if mode != "card":
+        return f"{CHECKOUT}?{urlencode({'plan': plan})}"
+    return f"{CHECKOUT}?{urlencode({'mode': 'card', 'from': 'portal'} if came_from == 'portal' else {'mode': 'card'})}"
+
+
+def _card_home(came_from: str) -> str:
+    """Where a card update returns: the billing portal if it started there, else the Billing overview."""
+    return PORTAL_CARD if came_from == "portal" else OVERVIEW + "#payment-method"
 
 
 def _processor_csp(setup: CardSetup) -> str:
@@ -54,7 +62,8 @@ def _owner_only(page: Page) -> Response:
 
 
 @router.get(CHECKOUT)
-def checkout_page(page: PageDep, plan: str = "", mode: str = "") -> Response:
+def checkout_page(page: PageDep, plan: str = "", mode: str = "",
+                  came_from: Annotated[str, Query(alias="from")] = "") -> Response:
     if not page.is_owner:
         return _owner_only(page)
     card_only = mode == "card"
@@ -71,7 +80,8 @@ def checkout_page(page: PageDep, plan: str = "", mode: str = "") -> Response:
     response = render(page.request, "checkout.html", {
         "page": page, "nav": "billing" if card_only else "plans", "quote": quote, "card_only": card_only,
         "setup": setup, "submission": secrets.token_urlsafe(16), "sandbox_cards": SANDBOX_CARDS,
-        "cancel_href": OVERVIEW + "#payment-method" if card_only else CANCELED,
+        "cancel_href": _card_home(came_from) if card_only else CANCELED,
+        "came_from": "portal" if card_only and came_from == "portal" else "",
         "then": quote.period_end if quote is not None else None,
     })
     if setup is not None and setup.js_url:
@@ -103,10 +113,11 @@ def _refused(error: SlotwiseError) -> Flash:
 
 @router.post(CHECKOUT)
 def submit(page: FormDep, plan: Field = "", mode: Field = "", payment_method: Field = "",
-           card_number: Field = "", submission: Field = "") -> Response:
+           card_number: Field = "", submission: Field = "",
+           came_from: Annotated[str, Form(alias="from")] = "") -> Response:
     """Attach the card, then (unless ``mode=card``) subscribe; a refusal changes nothing and returns
     here with why; a payment the bank must verify goes to its verification page."""
-    back = _back(plan, mode)
+    back = _back(plan, mode, came_from)
     # With the sandbox the number typed is its stand-in for a processor's payment method.
     method = payment_method.strip() or card_number
     savepoint = page.db.begin_nested()
@@ -121,7 +132,7 @@ def submit(page: FormDep, plan: Field = "", mode: Field = "", payment_method: Fi
         if mode == "card":
             flash = card_updated(payments.update_payment_method(
                 page.db, env=page.env, actor=page.actor, payment_method=method, at=page.now))
-            target = OVERVIEW + "#payment-method"
+            target = _card_home(came_from)
         else:
             quote = checkout.quote(page.db, env=page.env, actor=page.actor, plan_code=plan, at=page.now)
             flash = _done(checkout.complete_checkout(page.db, env=page.env, actor=page.actor, plan_code=plan,

@@ -139,6 +139,8 @@ def explain(error: SlotwiseError) -> Flash:
         return Flash("error", error.message,
                      "Nothing was charged and nothing changed. Update your card, then try again.",
                      "/billing#payment-method", "Update your card")
+    if error.code == "verification_pending" and isinstance(details.get("verify_url"), str):
+        return Flash("error", error.message, None, details["verify_url"], "Verify the payment")
     if error.code == "payment_action_required" and isinstance(details.get("verify_url"), str):
         return Flash("error", error.message,
                      "Your bank asks you to confirm this payment. Nothing is charged or added until you do.",
