@@ -57,12 +57,13 @@ clean:
 # and a longer schemathesis run.
 RACE_TRIALS   ?= 100
 CRASH_TRIALS  ?= 50
+RECONCILE_TRIALS ?= 20
 FLOOD_ROUNDS  ?= 20
 FUZZ_EXAMPLES ?= 100
 .PHONY: reliability
 reliability: install postgres
 	SLOTWISE_RACE_TRIALS=$(RACE_TRIALS) SLOTWISE_CRASH_TRIALS=$(CRASH_TRIALS) SLOTWISE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
-	SLOTWISE_FLOOD_ROUNDS=$(FLOOD_ROUNDS) \
+	SLOTWISE_FLOOD_ROUNDS=$(FLOOD_ROUNDS) SLOTWISE_RECONCILE_TRIALS=$(RECONCILE_TRIALS) \
 	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
 
 # SPEC §10 figures (docs/BENCHMARKS.md): slotwise's capacity check and add/remove path vs pgbench and raw sqlite3,
