@@ -99,6 +99,8 @@ class Catalog:
     plans: dict[str, Plan]
     addons: dict[str, Addon]
     credits: CreditTerms = DEFAULT_CREDITS
+    # The platform's share of each pass a visitor buys (SPEC §13), in basis points: 500 = 5%.
+    platform_fee_bps: int = 500
 
     def plan(self, code: str) -> Plan:
         return self.plans[code]
@@ -163,7 +165,10 @@ def parse_catalog(data: dict[str, Any]) -> Catalog:
     for resource in RESOURCES:
         if sum(1 for a in addons.values() if a.resource == resource) != 1:
             raise CatalogError(f"the catalog needs exactly one add-on for {resource}")
-    return Catalog(plans=plans, addons=addons, credits=_credit_terms(data.get("credits", {})))
+    fee = _int(data.get("paid_access", {}), "platform_fee_basis_points", "paid_access", 500)
+    if fee is None or fee > 10_000:
+        raise CatalogError("paid_access.platform_fee_basis_points must be 0 to 10000 (100%)")
+    return Catalog(plans=plans, addons=addons, credits=_credit_terms(data.get("credits", {})), platform_fee_bps=fee)
 
 
 def _credit_terms(data: dict[str, Any]) -> CreditTerms:

@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from slotwise.gateway.base import METADATA_INVOICE, METADATA_ORG, CardGateway
-from slotwise.models import Charge, Invoice, Job, Organization, ProcessorEvent
+from slotwise.models import Charge, Invoice, Job, Organization, Pass, ProcessorEvent
 from slotwise.repositories.processor_events import job_id_for
 from slotwise.services.processor_events import PAYMENT_SUCCEEDED
 
@@ -74,9 +74,11 @@ def processor_charges(db: Session, gateway: CardGateway, *, since: datetime,
                 .where(Charge.gateway_reference.in_([c.reference for c in batch]),
                        Charge.status.in_(("succeeded", "refunded")))):
             records.setdefault(row.gateway_reference, []).append(row)
+        sold = set(db.scalars(select(Pass.gateway_reference).where(
+            Pass.gateway_reference.in_([c.reference for c in batch]))))
         for charge in batch:
-            if charge.org_id not in ours:
-                continue  # another installation's payment on the same processor account
+            if charge.org_id not in ours or charge.reference in sold:
+                continue  # another installation's payment on the same account; a visitor's pass
             rows = records.get(charge.reference, [])
             taken = f"the processor took {charge.amount} ({charge.reference}) for invoice {charge.invoice_id}"
             if not rows:

@@ -140,7 +140,18 @@ class Agent(Base):
     name: Mapped[str] = mapped_column(String(200))
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    __table_args__ = (Index("ix_agents_org_archived", "org_id", "archived_at"),)
+    # Who may talk to it (SPEC §13): free | restricted (the organization's contacts) | paid (a pass).
+    access_mode: Mapped[str] = mapped_column(String(16), default="free", server_default="free")
+    # The Paid Access Configuration: what a pass costs and gives (all set, or none). A change
+    # applies to passes sold afterwards; a pass keeps what it was sold with.
+    paid_price: Mapped[int | None] = mapped_column(BigInteger)
+    paid_currency: Mapped[str | None] = mapped_column(String(3))
+    paid_access_days: Mapped[int | None] = mapped_column(Integer)
+    paid_message_credits: Mapped[int | None] = mapped_column(Integer)
+    __table_args__ = (
+        Index("ix_agents_org_archived", "org_id", "archived_at"),
+        CheckConstraint("access_mode in ('free', 'restricted', 'paid')", name="access_mode"),
+    )
 
 
 class Subscription(Base):
@@ -415,3 +426,54 @@ class ProcessorEvent(Base):
     data: Mapped[str] = mapped_column(Text)  # the event's object, JSON
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Contact(Base):
+    """A visitor the organization knows: added by a pass purchase, or by the organization (SPEC §13)."""
+
+    __tablename__ = "contacts"
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    email: Mapped[str] = mapped_column(String(320))  # as typed
+    email_key: Mapped[str] = mapped_column(String(320))  # ``email_key(email)``, unique per organization
+    source: Mapped[str] = mapped_column(String(16))  # purchase | api
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (
+        UniqueConstraint("org_id", "email_key"),
+        Index("ix_contacts_org_created", "org_id", "created_at", "id"),
+    )
+
+
+class Pass(Base):
+    """A visitor's paid access to one agent (SPEC §13): what was paid (gross, the platform's fee, net
+    to the organization), until when, and how many messages are left. Never edited but for its
+    credits and a refund; the visitor's token is kept only as its SHA-256."""
+
+    __tablename__ = "passes"
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id"))
+    visitor_email: Mapped[str] = mapped_column(String(320))
+    email_key: Mapped[str] = mapped_column(String(320))
+    price: Mapped[int] = mapped_column(BigInteger)  # gross, minor units
+    currency: Mapped[str] = mapped_column(String(3))
+    platform_fee: Mapped[int] = mapped_column(BigInteger)
+    net: Mapped[int] = mapped_column(BigInteger)
+    access_days: Mapped[int] = mapped_column(Integer)
+    message_credits: Mapped[int] = mapped_column(Integer)
+    credits_left: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refund_reference: Mapped[str | None] = mapped_column(String(64))
+    gateway_reference: Mapped[str] = mapped_column(String(64), index=True)  # the processor's payment
+    checkout_key: Mapped[str] = mapped_column(String(128))  # the paywall form's one-time id
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    __table_args__ = (
+        UniqueConstraint("agent_id", "checkout_key"),
+        Index("ix_passes_agent_email", "agent_id", "email_key", "expires_at"),
+        Index("ix_passes_org_created", "org_id", "created_at", "id"),
+        CheckConstraint("credits_left >= 0", name="credits_left_not_negative"),
+        CheckConstraint("price > 0 and platform_fee >= 0 and net = price - platform_fee", name="revenue"),
+    )

@@ -79,8 +79,16 @@ def build_world(api: Api) -> World:
     removable = api.add_user(org.id, role="member")
     invitation = invite(org).json()["id"]
     invoice = org.invoices()[0]["id"]
+    [paid] = org.create_agents(1)  # sold to a visitor: a pass to refund
+    assert api.client.put(f"{org.path}/agents/{paid}/access", headers=api.bearer(org.token), json={
+        "mode": "paid", "paid": {"price": 500, "currency": "usd", "access_days": 7, "message_credits": 5}},
+    ).status_code == 200
+    bought = api.client.post(f"/v1/agents/{paid}/checkout", json={
+        "email": "visitor@example.test", "card_number": "4242424242424242", "checkout": "matrix"})
+    assert bought.status_code == 201, bought.text
     ids = {"agent_id": active, "archived_agent_id": archived, "user_id": removable["id"],
-           "invitation_id": invitation, "invoice_id": invoice, "code": "agent_slots", "org": org.id}
+           "invitation_id": invitation, "invoice_id": invoice, "code": "agent_slots", "org": org.id,
+           "pass_id": bought.json()["pass"]["id"]}
     return World(org, admin["api_token"], member["api_token"], api.create_org("pro"), ids)
 
 
@@ -133,6 +141,15 @@ RULES: dict[tuple[str, str], Rule] = {
     # Any member (and the operator key): the platform's backend spends for every answer (SPEC §11).
     ("POST", ORG_PREFIX + "/credits/spend"): Rule("any", 200, {"activity": "tool", "reference": "matrix",
                                                                "playground": True}),
+    # Paid agents (SPEC §13): anyone reads an agent's mode; the Owner and Admins set it and add contacts;
+    # contacts, passes and revenue (visitors' emails, the money) are read like invoices; refunds are the Owner's.
+    ("GET", ORG_PREFIX + "/agents/{agent_id}/access"): Rule("any", 200),
+    ("PUT", ORG_PREFIX + "/agents/{agent_id}/access"): Rule("manager", 200, {"mode": "restricted"}),
+    ("GET", ORG_PREFIX + "/contacts"): Rule("billing_reader", 200),
+    ("POST", ORG_PREFIX + "/contacts"): Rule("manager", 201, {"email": "contact@example.test"}),
+    ("GET", ORG_PREFIX + "/passes"): Rule("billing_reader", 200),
+    ("POST", ORG_PREFIX + "/passes/{pass_id}/refund"): Rule("owner", 200),
+    ("GET", ORG_PREFIX + "/revenue"): Rule("billing_reader", 200),
 }
 
 
@@ -153,7 +170,8 @@ def expected(rule: Rule, role: str) -> tuple[int, str | None]:
 def fingerprint(world: World) -> list[Any]:
     """Everything the owner can see of the organization."""
     org = world.org
-    return [org.get(suffix).json() for suffix in ("", "/addons", "/agents", "/members", "/invitations", "/invoices")]
+    return [org.get(suffix).json() for suffix in ("", "/addons", "/agents", "/members", "/invitations", "/invoices",
+                                                  "/contacts", "/passes")]
 
 
 def call(api: Api, method: str, path: str, rule: Rule, ids: dict[str, str], token: str | None) -> Any:
@@ -199,7 +217,8 @@ def test_route_answers_each_role_exactly(api: Api, method: str, path: str) -> No
 
 
 OBJECT_ROUTES = [(m, p) for m, p in ORG_ROUTES
-                 if any(f"{{{name}}}" in p for name in ("agent_id", "user_id", "invitation_id", "invoice_id"))]
+                 if any(f"{{{name}}}" in p for name in ("agent_id", "user_id", "invitation_id", "invoice_id",
+                                                        "pass_id"))]
 
 
 @pytest.mark.parametrize(("method", "path"), OBJECT_ROUTES, ids=[f"{m} {p}" for m, p in OBJECT_ROUTES])
@@ -223,6 +242,28 @@ def test_operator_routes_need_the_operator_key(api: Api, method: str, path: str,
     bearer = org.token if token == "owner" else token
     headers = {} if bearer is None else {"Authorization": f"Bearer {bearer}"}
     response = api.client.request(method, path.format(org=org.id), json={}, headers=headers)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "unauthenticated", response.text
+
+
+# The platform's routes about one agent (SPEC §13): the access check and the visitor message need the
+# operator key; the paywall and its purchase are public (a visitor has no slotwise login).
+AGENT_ROUTES = [(m, p) for m, p in APP_ROUTES if p.startswith("/v1/agents/")]
+
+
+def test_the_agent_routes_are_the_known_ones() -> None:
+    assert AGENT_ROUTES == [("GET", "/v1/agents/{agent_id}/paywall"), ("POST", "/v1/agents/{agent_id}/access"),
+                            ("POST", "/v1/agents/{agent_id}/checkout"), ("POST", "/v1/agents/{agent_id}/messages")]
+
+
+@pytest.mark.parametrize("path", ["/v1/agents/{agent}/access", "/v1/agents/{agent}/messages"])
+@pytest.mark.parametrize("token", [None, "not-the-key", "owner"])
+def test_the_access_check_and_messages_need_the_operator_key(api: Api, path: str, token: str | None) -> None:
+    org = api.create_org("pro")
+    [agent] = org.create_agents(1)
+    bearer = org.token if token == "owner" else token
+    headers = {} if bearer is None else {"Authorization": f"Bearer {bearer}"}
+    response = api.client.post(path.format(agent=agent), json={"visitor_email": "v@example.test",
+                                                               "reference": "r"}, headers=headers)
     assert response.status_code == 401 and response.json()["error"]["code"] == "unauthenticated", response.text
 
 

@@ -88,7 +88,7 @@ _LOCK_MEMBER = compile_statement(
     .with_for_update(key_share=True))
 _INSERT_AGENT = compile_statement(insert(Agent).values(
     id=bindparam("id"), org_id=bindparam("org_id"), name=bindparam("name"), archived_at=None,
-    created_at=bindparam("created_at")))
+    created_at=bindparam("created_at"), access_mode="free"))
 _RESTORE_SLOTS = compile_statement(
     update(OrgAddon).where(OrgAddon.org_id == bindparam("org_id"), OrgAddon.addon_code == bindparam("code"))
     .values(renewal_slots=OrgAddon.renewal_slots + bindparam("restore"), updated_at=bindparam("at")))

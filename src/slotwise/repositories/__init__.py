@@ -117,7 +117,8 @@ _LOCK_ORG = (select(Organization.id).where(Organization.id == bindparam("org_id"
 
 
 def insert_agent(db: Session, *, agent_id: str, org_id: str, name: str, at: datetime) -> None:
-    db.execute(_INSERT_AGENT, {"id": agent_id, "org_id": org_id, "name": name, "archived_at": None, "created_at": at})
+    db.execute(_INSERT_AGENT, {"id": agent_id, "org_id": org_id, "name": name, "archived_at": None, "created_at": at,
+                                "access_mode": "free"})
 
 
 _INSERT_AGENT = insert(Agent)

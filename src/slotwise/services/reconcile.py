@@ -17,6 +17,9 @@ lock, whatever transaction made the charge has either committed or is gone for g
   **refunded in full** and recorded as a ``refunded`` charge;
 * the invoice is already paid by another payment, or void: the payment is refunded and recorded.
 
+A visitor's pass (paid agents) names its pass id where an invoice id would be; a pass sold with the
+payment records it, and a pass whose commit never came is refunded like a purchase.
+
 Never a second charge (everything slotwise redoes reuses its key), never a paid charge without its
 invoice, and each payment settled once (a recorded reference is skipped; the refund's idempotency key
 is the payment's). A payment of a different amount than its open invoice is refunded, not applied.
@@ -37,7 +40,7 @@ from slotwise import repositories as repo
 from slotwise.clock import wall_now
 from slotwise.gateway import ChargeResult, ProcessorCharge
 from slotwise.gateway.errors import RefundRefused
-from slotwise.models import Charge, Invoice, new_id
+from slotwise.models import Charge, Invoice, Pass, new_id
 from slotwise.services import recharges
 from slotwise.services.context import Env
 from slotwise.services.renewals.cycle import catch_up
@@ -79,6 +82,7 @@ def unrecorded(factory: sessionmaker[Session], charges: Iterable[ProcessorCharge
             refs = [c.reference for c in pending[start:start + CHECK_BATCH]]
             known.update(db.scalars(select(Charge.gateway_reference).where(
                 Charge.gateway_reference.in_(refs), Charge.status.in_(RECORDED))))
+            known.update(db.scalars(select(Pass.gateway_reference).where(Pass.gateway_reference.in_(refs))))
     return [c for c in pending if c.reference not in known]
 
 
@@ -110,8 +114,10 @@ def _settle(db: Session, env: Env, charge: ProcessorCharge, at: datetime, done: 
 
 
 def _recorded(db: Session, charge: ProcessorCharge) -> bool:
+    """A charge of ours records it, or a visitor's pass was sold with it (paid agents)."""
     return db.scalar(select(Charge.id).where(Charge.gateway_reference == charge.reference,
-                                             Charge.status.in_(RECORDED)).limit(1)) is not None
+                                             Charge.status.in_(RECORDED)).limit(1)) is not None \
+        or db.scalar(select(Pass.id).where(Pass.gateway_reference == charge.reference).limit(1)) is not None
 
 
 def _recharge_queued(db: Session, charge: ProcessorCharge) -> bool:
