@@ -171,11 +171,20 @@ class TestDemo:
             for token in (token1, token2):
                 org = client.get(f"/v1/organizations/{org1}", headers=bearer(token)).json()
                 assert org["plan"]["code"] == "pro"
-                assert org["capacity"]["agents"]["used"] == 3  # not doubled by the second run
+                assert org["capacity"]["agents"]["used"] == 4  # not doubled by the second run
                 assert org["capacity"]["members"]["used"] == 2
             members = client.get(f"/v1/organizations/{org1}/members", headers=bearer(token1)).json()["data"]
             assert sorted(m["email"] for m in members) == sorted([OWNER_EMAIL, MEMBER_EMAIL])
             assert len(client.get(f"/v1/organizations/{org1}/invoices", headers=bearer(token1)).json()["data"]) == 1
+            # The paid agent it prints: its paywall sells a pass whose token the access check admits.
+            [agent] = [line.rsplit("/pay/", 1)[1].strip() for line in second.stdout.splitlines() if "/pay/" in line]
+            assert client.get(f"/v1/agents/{agent}/paywall").json()["agent_name"] == "Premium Tutor"
+            bought = client.post(f"/v1/agents/{agent}/checkout", json={
+                "email": "visitor@example.test", "card_number": "4242424242424242", "checkout": "demo-1"})
+            assert bought.status_code == 201, bought.text
+            checked = client.post(f"/v1/agents/{agent}/access", json={"visitor_token": bought.json()["visitor_token"]},
+                                  headers=bearer("cli-operator-key")).json()
+            assert (checked["allowed"], checked["pass"]["credits_left"]) == (True, 50)
 
     @staticmethod
     def access(stdout: str) -> tuple[str, str]:

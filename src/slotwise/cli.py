@@ -286,6 +286,15 @@ slotwise demo — {"seeded" if access.created else "already seeded"}: Acme Robot
 Try:
   curl -s -H 'Authorization: Bearer {access.owner_token}' {base}/v1/organizations/{access.org_id}/addons
 """)
+    if access.paid_agent_id:
+        agent = access.paid_agent_id
+        click.echo(f"""Paid agent "{seed.PAID_AGENT}" (a visitor buys a pass; card 4242 4242 4242 4242):
+  Paywall:   {base}/pay/{agent}
+  Access:    curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
+               {base}/v1/agents/{agent}/access -d '{{"visitor_token":"swv_…"}}'
+  Message:   curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
+               {base}/v1/agents/{agent}/messages -d '{{"visitor_token":"swv_…","reference":"msg-1"}}'
+""")
 
 
 if __name__ == "__main__":

@@ -6,16 +6,18 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
 from slotwise.catalog import Activity, Model
 from slotwise.clock import wall_now
-from slotwise.models import ApiToken
+from slotwise.models import Agent, ApiToken
 from slotwise.security import new_secret
 from slotwise.services.agents import create_agent
 from slotwise.services.context import Actor, Env
 from slotwise.services.organizations import add_user, create_organization
+from slotwise.services.paid_access import PaidConfig, configure_access
 from slotwise.services.recharges import RechargeSettings, update_settings
 from slotwise.services.spend import SpendRequest, spend
 
@@ -24,6 +26,8 @@ OWNER_PASSWORD = "demo-password"
 MEMBER_EMAIL = "member@demo.slotwise.test"
 MEMBER_PASSWORD = "demo-password"
 HISTORY = timedelta(days=21)  # the demo organization signed up three weeks ago, and has been answering since
+PAID_AGENT = "Premium Tutor"  # sold to visitors: $9.99 for 30 days and 50 messages (SPEC §13)
+PAID_CONFIG = PaidConfig(price=999, currency="usd", access_days=30, message_credits=50)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,7 @@ class DemoAccess:
     org_id: str
     owner_token: str
     created: bool
+    paid_agent_id: str | None = None
 
 
 def seed_demo(db: Session, *, env: Env, at_now: datetime) -> DemoAccess:
@@ -54,10 +59,13 @@ def seed_demo(db: Session, *, env: Env, at_now: datetime) -> DemoAccess:
                        until=at_now)
         update_settings(db, actor=actor, settings=RechargeSettings(enabled=True, threshold=1000, max_per_month=3),
                         at=at_now, wall_now=wall_now())
-        return DemoAccess(created.organization.id, created.owner.api_token, True)
+        paid = create_agent(db, env=env, actor=actor, name=PAID_AGENT, at=since).agent.id
+        configure_access(db, actor=actor, agent_id=paid, mode="paid", paid=PAID_CONFIG, at=at_now)
+        return DemoAccess(created.organization.id, created.owner.api_token, True, paid)
     token, token_hash = new_secret("swt")
     db.add(ApiToken(token_hash=token_hash, user_id=owner.id, org_id=owner.org_id, created_at=at_now))
-    return DemoAccess(owner.org_id, token, False)
+    paid_id = db.scalar(select(Agent.id).where(Agent.org_id == owner.org_id, Agent.access_mode == "paid").limit(1))
+    return DemoAccess(owner.org_id, token, False, paid_id)
 
 
 # What each demo agent does in a working day: (activity, model, reference prefix, units low–high, spends
