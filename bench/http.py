@@ -7,7 +7,11 @@ database — and loads each with `wrk` at the same number of keep-alive connecti
 * bare `GET /ping` and slotwise `GET /v1/organizations/{org}` (the caller's token, the snapshot);
 * bare `POST /things` and slotwise `POST /v1/organizations/{org}/agents` (the capacity check);
 * slotwise `POST /v1/organizations/{org}/credits/spend` (a fresh reference each time), against the same
-  server's cheapest authenticated route, `GET /v1/organizations/{org}` (SPEC §10, issue 9's goal).
+  server's cheapest authenticated route, `GET /v1/organizations/{org}` (SPEC §10, issue 9's goal);
+* paid agents (SPEC §13, issue 11's goal), with the operator key, against that same route: the access
+  check `POST /v1/agents/{agent}/access` and the visitor message `POST /v1/agents/{agent}/messages` (a
+  fresh reference each time), each organization with a paid agent whose visitor holds a pass of
+  1,000,000 messages, bought on its paywall. They get a table of their own.
 
 slotwise (system clock) is seeded through its own API, and its requests rotate over at least one
 business organization per connection, each with slots bought for every agent the run can create, so
@@ -58,7 +62,11 @@ GOOD_CARD = "4242424242424242"
 MAX_CREATES_PER_SECOND = 4000  # capacity bought per organization assumes no faster creation than this
 READY_SECONDS = 60.0
 GOALS = {"GET": 0.33, "POST": 0.2,  # the issues' goals: slotwise vs bare at the same workers,
-         "SPEND": 0.5}  # and the credit spend vs the same server's cheapest authenticated route
+         "SPEND": 0.5,  # and the credit spend vs the same server's cheapest authenticated route,
+         "ACCESS": 0.5, "MESSAGE": 0.5}  # as the paid agents' access check and visitor message
+PAID = ("ACCESS", "MESSAGE")  # measured against GET of an organization, reported in a table of their own
+PASS_MESSAGES = 1_000_000  # a pass's message credits (SPEC §13's most): the run never uses them up
+CREDITS = 10**9  # top-up credits each organization gets for the visitor messages
 P99_GOAL_MS = 50.0
 
 # wrk rotates over prebuilt requests, one per organization; `done` prints one JSON line.
@@ -263,7 +271,8 @@ def fresh_postgres(base: str) -> Iterator[str]:
 class Tenant:
     org_id: str
     token: str
-
+    agent_id: str = ""  # a paid agent (SPEC §13)
+    visitor_token: str = ""  # a pass on it
 
 def seed(base_url: str, operator_key: str, *, orgs: int, slots: int) -> list[Tenant]:
     """Business organizations, each with ``slots`` agent slots bought (a card on file, the hourly cap
@@ -282,6 +291,36 @@ def seed(base_url: str, operator_key: str, *, orgs: int, slots: int) -> list[Ten
                             json={"quantity": MAX_SLOTS_PER_CHANGE}).raise_for_status()
             tenants.append(tenant)
     return tenants
+
+
+def seed_paid(base_url: str, database_url: str, tenants: list[Tenant]) -> None:
+    """Each organization gets a paid agent and a visitor's pass of ``PASS_MESSAGES`` messages, bought on
+    its paywall with the sandbox's card, and ``CREDITS`` top-up credits (one ledger adjustment, so the
+    books balance) for the messages to spend."""
+    config = {"price": 999, "currency": "usd", "access_days": 30, "message_credits": PASS_MESSAGES}
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        for n, tenant in enumerate(tenants):
+            auth = {"Authorization": f"Bearer {tenant.token}"}
+            made = client.post(f"/v1/organizations/{tenant.org_id}/agents", headers=auth, json={"name": "Paid"})
+            made.raise_for_status()
+            tenant.agent_id = made.json()["id"]
+            client.put(f"/v1/organizations/{tenant.org_id}/agents/{tenant.agent_id}/access", headers=auth,
+                       json={"mode": "paid", "paid": config}).raise_for_status()
+            bought = client.post(f"/v1/agents/{tenant.agent_id}/checkout", json={
+                "email": f"visitor{n}@example.test", "card_number": GOOD_CARD, "checkout": f"bench-{n}"})
+            bought.raise_for_status()
+            tenant.visitor_token = bought.json()["visitor_token"]
+    engine = create_engine(normalize_database_url(database_url))
+    try:
+        with engine.begin() as conn:
+            for tenant in tenants:
+                conn.execute(text("update credit_accounts set topup_balance = topup_balance + :n where org_id = :o"),
+                             {"n": CREDITS, "o": tenant.org_id})
+                conn.execute(text("insert into credit_ledger (id, org_id, kind, plan_delta, topup_delta, playground,"
+                                  " created_at) values (:id, :o, 'adjustment', 0, :n, false, now())"),
+                             {"id": f"cre_bench{secrets.token_hex(10)}", "o": tenant.org_id, "n": CREDITS})
+    finally:
+        engine.dispose()
 
 
 def commands(server: str, workers: int) -> tuple[list[str], list[str]]:
@@ -322,7 +361,9 @@ def measure(*, postgres: str, workers_list: list[int], connections: int, seconds
                 bare.stop()
             slotwise = ServerProcess(slotwise_cmd, workers, env, folder / f"slotwise-{workers}.log").start("/v1/plans")
             try:
-                tenants = tenants or seed(slotwise.base_url, operator_key, orgs=orgs, slots=slots)
+                if not tenants:
+                    tenants = seed(slotwise.base_url, operator_key, orgs=orgs, slots=slots)
+                    seed_paid(slotwise.base_url, url, tenants)
                 auth = [{"Authorization": f"Bearer {t.token}"} for t in tenants]
                 get = [Request("GET", f"/v1/organizations/{t.org_id}", a) for t, a in zip(tenants, auth, strict=True)]
                 post = [Request("POST", f"/v1/organizations/{t.org_id}/agents",
@@ -333,9 +374,16 @@ def measure(*, postgres: str, workers_list: list[int], connections: int, seconds
                                  {**a, "Content-Type": "application/json"},
                                  numbered=f'{{"activity": "tool", "reference": "{run_id}-%d"}}')
                          for t, a in zip(tenants, auth, strict=True)]
+                operator = {"Authorization": f"Bearer {operator_key}", "Content-Type": "application/json"}
+                access = [Request("POST", f"/v1/agents/{t.agent_id}/access", operator,
+                                  json.dumps({"visitor_token": t.visitor_token})) for t in tenants]
+                messages = [Request("POST", f"/v1/agents/{t.agent_id}/messages", operator, numbered=json.dumps(
+                    {"visitor_token": t.visitor_token, "reference": f"{run_id}-msg-%d"})) for t in tenants]
                 for method, route, requests in (("GET", "GET /v1/organizations/{org}", get),
                                                 ("POST", "POST /v1/organizations/{org}/agents", post),
-                                                ("SPEND", "POST /v1/organizations/{org}/credits/spend", spend)):
+                                                ("SPEND", "POST /v1/organizations/{org}/credits/spend", spend),
+                                                ("ACCESS", "POST /v1/agents/{agent}/access", access),
+                                                ("MESSAGE", "POST /v1/agents/{agent}/messages", messages)):
                     results.append(Result(workers, "slotwise", method, route,
                                           wrk(slotwise, requests, seconds=seconds, connections=connections)))
             finally:
@@ -348,6 +396,8 @@ def table(results: list[Result], connections: int) -> str:
              f"| not 2xx | goal ({connections} connections) |",
              "|---:|---|---|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in results:
+        if r.method in PAID:
+            continue  # paid_table
         # The spend is measured against the same server's cheapest authenticated route (SPEC §10).
         bare = next((b for b in results if b.workers == r.workers and (
             (b.app == "slotwise" and b.method == "GET") if r.method == "SPEND"
@@ -368,6 +418,25 @@ def table(results: list[Result], connections: int) -> str:
         spread = "/".join(str(n) for n in run.landed) or "?"
         lines.append(f"| {r.workers} | {r.app} | {r.route} | {run.per_second:,.0f} | {run.p50_ms:.1f} "
                      f"| {run.p95_ms:.1f} | {run.p99_ms:.1f} | {ratio} | {spread} | {run.failed} | {goal} |")
+    return "\n".join(lines)
+
+
+def paid_table(results: list[Result]) -> str:
+    """The paid agents' hot routes (SPEC §13), each against the same server's `GET` of an organization
+    in the same run (issue 11's goal: ≥ 0.5×)."""
+    lines = ["| route | workers | req/s | p50 ms | p95 ms | p99 ms | vs GET org | not 2xx | goal |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        if r.method not in PAID:
+            continue
+        get = next((b for b in results if b.workers == r.workers and b.app == "slotwise" and b.method == "GET"), None)
+        run, ratio, goal = r.run, "—", ""
+        if get is not None:
+            share = run.per_second / get.run.per_second
+            ratio = f"{share:.2f}×"
+            goal = f"≥ {GOALS[r.method]}× of GET org: {'met' if share >= GOALS[r.method] else 'not met'}"
+        lines.append(f"| {r.route} | {r.workers} | {run.per_second:,.0f} | {run.p50_ms:.1f} | {run.p95_ms:.1f} "
+                     f"| {run.p99_ms:.1f} | {ratio} | {run.failed} | {goal} |")
     return "\n".join(lines)
 
 
@@ -402,6 +471,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.connections} keep-alive connections, each figure over {max(1, round(args.seconds))} s; "
           f"slotwise on PostgreSQL; load average {load:.1f} at the start\n")
     print(table(results, args.connections))
+    print("\nPaid agents (SPEC §13), with the operator key, against the same server's GET of an organization:\n")
+    print(paid_table(results))
 
 
 if __name__ == "__main__":

@@ -52,8 +52,8 @@ from slotwise.catalog import load_catalog
 from slotwise.config import normalize_database_url
 from slotwise.db import make_engine, make_sessionmaker, transaction
 from slotwise.gateway import SandboxGateway
-from slotwise.models import Base, new_id
-from slotwise.services import addons, agents, organizations, spend
+from slotwise.models import Base, Contact, Pass, email_key, new_id
+from slotwise.services import addons, agents, organizations, paid_access, spend
 from slotwise.services.context import Actor, Env
 
 MADE_AT = datetime(2026, 11, 15, 9, tzinfo=UTC)  # the template organization subscribes then
@@ -63,6 +63,9 @@ PER_ORG = ENV.quantity_changes_per_hour  # operations in a row on one organizati
 SLOTS = 100  # agent slots each organization holds when its operations start
 CREDITS = 10**9  # top-up credits each organization holds when its operations start
 ORG_BASE, SUB_BASE = 10**18, 2 * 10**18  # organization n is ORG_BASE + n, its subscription SUB_BASE + n
+AGENT_BASE, PASS_BASE = 15 * 10**17, 25 * 10**17  # its paid agent AGENT_BASE + n, the visitor's pass PASS_BASE + n
+VISITOR = "visitor@example.test"  # holds a pass on every organization's paid agent
+PASS_CREDITS = 1_000_000  # the pass's message credits (SPEC §13's most)
 FRESH = (3 * 10**18, 9 * 10**18)  # the range of ids the floors give the rows they insert
 GUESS = {"slotwise": 1_500, "floor": 12_000}  # ops/s, to size the organizations (doubled when short)
 NOT_COUNTED = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK")
@@ -91,6 +94,22 @@ def _spend(db: Session, actor: Actor) -> object:
                        wall_now=AT)
 
 
+def _agent_of(actor: Actor) -> str:
+    """Organization ``n``'s paid agent (see ``Organizations``)."""
+    return str(AGENT_BASE + int(actor.org_id) - ORG_BASE)
+
+
+def _access(db: Session, actor: Actor) -> object:
+    return paid_access.check_access(db, env=ENV, agent_id=_agent_of(actor), visitor=paid_access.Visitor(email=VISITOR),
+                                    at=AT)
+
+
+def _message(db: Session, actor: Actor) -> object:
+    return paid_access.visitor_message(db, env=ENV, agent_id=_agent_of(actor),
+                                       visitor=paid_access.Visitor(email=VISITOR), reference=new_id("ref"),
+                                       model="standard", at=AT, wall_now=AT)
+
+
 OPERATIONS = (
     Operation("create agent", lambda db, actor: agents.create_agent(db, env=ENV, actor=actor, name="bench", at=AT)),
     Operation("add 1 slot", lambda db, actor: addons.add_slots(
@@ -105,6 +124,9 @@ OPERATIONS = (
     Operation("spend 1 credit, fast lane", _spend, autocommit=True, lane=lambda lane, conn, actor: lane.spend(
         conn, catalog=ENV.catalog, org_id=actor.org_id, at=AT, wall_now=AT,
         request=spend.SpendRequest(activity="tool", reference=new_id("ref")))),
+    # SPEC §13's hot path: a visitor (by email) on the organization's paid agent, holding a pass.
+    Operation("access check", _access, autocommit=True),  # one read
+    Operation("visitor message", _message),
 )
 
 
@@ -158,6 +180,7 @@ class Organizations:
             db.execute(text("insert into credit_ledger (id, org_id, kind, plan_delta, topup_delta, playground,"
                             " created_at) values (:id, :o, 'adjustment', 0, :n, false, :at)"),
                        {"id": new_id("cre"), "o": owner.org_id, "n": CREDITS, "at": MADE_AT})
+            self._paid_agent(db, owner)
         self.owner = owner
         with engine.connect() as conn:
             self.rows = {t: [dict(r) for r in conn.execute(select(t).where(_of_org(t, owner.org_id))).mappings()]
@@ -167,6 +190,26 @@ class Organizations:
             for row in rows:
                 for key in t.primary_key.columns if len(t.primary_key.columns) == 1 else ():
                     self.keys.setdefault(row[key.name], key.table.name)
+
+    @staticmethod
+    def _paid_agent(db: Session, owner: Actor) -> None:
+        """A paid agent (SPEC §13) and ``VISITOR``'s pass on it, bought at ``MADE_AT``, with
+        ``PASS_CREDITS`` messages: what the access check and the visitor message work on."""
+        agent = agents.create_agent(db, env=ENV, actor=owner, name="Paid", at=MADE_AT).agent
+        paid_access.configure_access(db, actor=owner, agent_id=agent.id, mode="paid", at=MADE_AT,
+                                     paid=paid_access.PaidConfig(999, "usd", 30, PASS_CREDITS))
+        contact = Contact(id=new_id("con"), org_id=owner.org_id, email=VISITOR, email_key=email_key(VISITOR),
+                          source="purchase", created_at=MADE_AT)
+        fee = paid_access.platform_fee(999, ENV.catalog.platform_fee_bps)
+        db.add(contact)
+        db.flush()
+        db.add(Pass(id=new_id("pas"), org_id=owner.org_id, agent_id=agent.id, contact_id=contact.id,
+                    visitor_email=VISITOR, email_key=email_key(VISITOR), price=999, currency="usd", platform_fee=fee,
+                    net=999 - fee, access_days=30, message_credits=PASS_CREDITS, credits_left=PASS_CREDITS,
+                    expires_at=MADE_AT + timedelta(days=30), created_at=MADE_AT, refunded_at=None,
+                    refund_reference=None, gateway_reference=new_id("ch"), checkout_key="bench",
+                    token_hash=paid_access.token_hash(new_id("swv"))))
+        db.flush()
 
     def actor(self, n: int) -> Actor:
         return Actor(f"{self.owner.user_id}-{n}", str(ORG_BASE + n), "owner")
@@ -189,7 +232,8 @@ class Organizations:
 
     def _copy(self, value: str, n: int) -> str:
         table, tail = self.keys.get(value), f"-{n}"
-        own = {"organizations": str(ORG_BASE + n), "subscriptions": str(SUB_BASE + n)}
+        own = {"organizations": str(ORG_BASE + n), "subscriptions": str(SUB_BASE + n),
+               "agents": str(AGENT_BASE + n), "passes": str(PASS_BASE + n)}
         return own.get(table or "", value[:-len(tail)] + tail)  # as long as the original: columns have limits
 
     def state(self, n: int) -> dict[str, list[tuple[Any, ...]]]:
@@ -198,7 +242,9 @@ class Organizations:
         state = {}
         with self.engine.connect() as conn:
             for table in _org_tables():
-                kept = [c for c in table.c if c.name not in _identity(table)]
+                # A spend's request_hash digests its body, which names the organization's agent: the
+                # floor (no SHA-256 in pgbench) writes the captured one; it only guards replays.
+                kept = [c for c in table.c if c.name not in _identity(table) | {"request_hash"}]
                 rows = conn.execute(select(*kept).where(_of_org(table, str(ORG_BASE + n)))).all()
                 state[table.name] = sorted((tuple("<id>" if isinstance(v, str) and ID_LIKE.fullmatch(v) else v
                                                   for v in row) for row in rows), key=repr)
@@ -271,7 +317,8 @@ def capture(engine: Engine, pool: Organizations, op: Operation) -> list[Statemen
                      for sql, params in sent])
     if [sql for sql, _, _ in runs[0]] != [sql for sql, _, _ in runs[1]]:
         raise ValueError(f"{op.label} does not send the same statements each time")
-    own = {str(ORG_BASE + n): "org", str(SUB_BASE + n): "sub"}
+    own = {str(ORG_BASE + n): "org", str(SUB_BASE + n): "sub", str(AGENT_BASE + n): "agent",
+           str(PASS_BASE + n): "pass"}
     fresh: list[dict[Any, str]] = [{}, {}]
     statements: list[Statement] = []
     returned: list[dict[str, Any]] = [{}, {}]
@@ -398,7 +445,8 @@ def _sqlite_floor(path: Path, statements: Sequence[Statement], first: int, per_c
         if done // PER_ORG >= per_client:
             raise OutOfOrganizations
         n = first + done // PER_ORG
-        values: dict[str, Any] = {"org": str(ORG_BASE + n), "sub": str(SUB_BASE + n)}
+        values: dict[str, Any] = {"org": str(ORG_BASE + n), "sub": str(SUB_BASE + n),
+                                  "agent": str(AGENT_BASE + n), "pass": str(PASS_BASE + n)}
         values.update((var, str(random.randrange(*FRESH))) for var in fresh)
         conn.execute("BEGIN IMMEDIATE")
         for sql, params, returns in plan:
@@ -433,6 +481,7 @@ def pgbench_script(statements: Sequence[Statement], *, autocommit: bool = False)
     lines = [r"\set k :k + 1", r"\if :k / :per >= :orgs", r"\set out_of_organizations 1 / 0", r"\endif",
              r"\set n :first + :client_id + :clients * (:k / :per)",
              rf"\set org {ORG_BASE} + :n", rf"\set sub {SUB_BASE} + :n",
+             rf"\set agent {AGENT_BASE} + :n", rf"\set pass {PASS_BASE} + :n",
              *(rf"\set {var} random({FRESH[0]}, {FRESH[1]})" for var in fresh), *([] if autocommit else ["BEGIN;"])]
     for i, st in enumerate(statements):
         names: dict[str | int, str] = {}
