@@ -477,3 +477,23 @@ class Pass(Base):
         CheckConstraint("credits_left >= 0", name="credits_left_not_negative"),
         CheckConstraint("price > 0 and platform_fee >= 0 and net = price - platform_fee", name="revenue"),
     )
+
+
+class PassCheckout(Base):
+    """A pass bought on the paywall whose payment waits for the visitor's bank (SCA): what the pass
+    will be, at the price quoted then, and the processor's intent. It becomes the pass (same id) once
+    the payment is verified — by the visitor's verify call, the processor's webhook or the billing
+    run's reconciliation — and is deleted if the bank refuses. Grants nothing meanwhile."""
+
+    __tablename__ = "pass_checkouts"
+    id: Mapped[str] = mapped_column(Id, primary_key=True)  # the pass's id to be
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    checkout_key: Mapped[str] = mapped_column(String(128))
+    visitor_email: Mapped[str] = mapped_column(String(320))
+    price: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    access_days: Mapped[int] = mapped_column(Integer)
+    message_credits: Mapped[int] = mapped_column(Integer)
+    action_intent: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -252,7 +252,9 @@ AGENT_ROUTES = [(m, p) for m, p in APP_ROUTES if p.startswith("/v1/agents/")]
 
 def test_the_agent_routes_are_the_known_ones() -> None:
     assert AGENT_ROUTES == [("GET", "/v1/agents/{agent_id}/paywall"), ("POST", "/v1/agents/{agent_id}/access"),
-                            ("POST", "/v1/agents/{agent_id}/checkout"), ("POST", "/v1/agents/{agent_id}/messages")]
+                            ("POST", "/v1/agents/{agent_id}/checkout"),
+                            ("POST", "/v1/agents/{agent_id}/checkout/verify"),
+                            ("POST", "/v1/agents/{agent_id}/messages")]
 
 
 @pytest.mark.parametrize("path", ["/v1/agents/{agent}/access", "/v1/agents/{agent}/messages"])

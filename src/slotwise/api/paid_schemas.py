@@ -145,6 +145,12 @@ class PassCheckoutIn(Body):
         return self
 
 
+class PassVerifyIn(Body):
+    checkout: CheckoutId
+    verdict: Literal["approve", "fail"] | None = Field(
+        default=None, description="The sandbox's stand-in bank's answer; a real processor's is its own.")
+
+
 class PassCheckoutOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 

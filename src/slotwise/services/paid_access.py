@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -40,11 +41,12 @@ from slotwise.errors import (
     InvalidRequest,
     NotFound,
     OwnerOnly,
+    PaymentActionRequired,
     PaymentFailed,
     SlotwiseError,
     SubscriptionRequired,
 )
-from slotwise.gateway import ChargeOutcome, ChargeRequest, charge_key
+from slotwise.gateway import ChargeOutcome, ChargeRequest, Verdict, charge_key
 from slotwise.gateway.errors import GatewayUnavailable
 from slotwise.models import (
     Agent,
@@ -53,6 +55,7 @@ from slotwise.models import (
     CreditEntry,
     Organization,
     Pass,
+    PassCheckout,
     Subscription,
     email_key,
     new_id,
@@ -70,6 +73,11 @@ MODES: tuple[Mode, ...] = ("free", "restricted", "paid")
 SUBSCRIBED = ("active", "past_due")  # an organization whose subscription is one of these may sell passes
 MAX_ACCESS_DAYS, MAX_MESSAGE_CREDITS = 3650, 1_000_000
 TOKEN_PREFIX = "swv_"
+
+
+class VerificationPending(SlotwiseError):
+    code, status = "verification_pending", 409
+    default_message = "Your bank has not confirmed this payment yet. Finish the verification, then try again."
 
 
 class AccessDenied(SlotwiseError):
@@ -265,17 +273,29 @@ class Purchase:
     replayed: bool
 
 
+def is_pass_id(value: str) -> bool:
+    """Whether a payment's metadata names a pass (paid agents) where an invoice id would be."""
+    return value.startswith("pas_")
+
+
 def pass_id_for(agent_id: str, checkout_key: str) -> str:
     """The pass a paywall form buys: the same for every submit of that form and after a crash, so its
     charge's idempotency key is too."""
     return "pas_" + hashlib.sha256(f"{agent_id}\n{checkout_key}".encode()).hexdigest()[:28]
 
 
+def verify_url(agent_id: str, checkout_key: str) -> str:
+    """The visitor's page for a pass whose payment waits for their bank."""
+    return f"/pay/{agent_id}/verify?{urlencode({'checkout': checkout_key})}"
+
+
 def buy_pass(db: Session, *, env: Env, agent_id: str, email: str, payment_method: str, checkout_key: str,
              at: datetime) -> Purchase:
     """A visitor pays for a pass: charged through the gateway, then the pass and the contact are
     written; a declined card writes nothing. Serialized on the agent row, so submits of one form at
-    once are one charge and one pass (the others answer it, without the token)."""
+    once are one charge and one pass (the others answer it, without the token). A payment the bank
+    asks the visitor to verify keeps a ``PassCheckout`` and answers ``payment_action_required``
+    with the verify page; the pass comes with the verification (``verify_pass``)."""
     if not checkout_key or len(checkout_key) > 128:
         raise InvalidRequest("A checkout id of 1 to 128 characters is required.", field="checkout")
     locked = db.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update()).scalar_one_or_none()
@@ -287,6 +307,8 @@ def buy_pass(db: Session, *, env: Env, agent_id: str, email: str, payment_method
         if existing.email_key != email_key(email):
             raise IdempotencyConflict("This checkout was already used for another visitor.")
         return Purchase(existing, None, True)
+    if db.get(PassCheckout, pass_id) is not None:
+        raise _waiting(agent_id, checkout_key)
     wall = paywall(db, agent_id=agent_id)
     org_id = db.execute(select(Agent.org_id).where(Agent.id == agent_id)).scalar_one()
     config = wall.config
@@ -297,23 +319,105 @@ def buy_pass(db: Session, *, env: Env, agent_id: str, email: str, payment_method
         idempotency_key=charge_key(pass_id, 1), invoice_id=pass_id, org_id=org_id))
     if result.outcome is ChargeOutcome.RETRYABLE:
         raise GatewayUnavailable()
-    if result.outcome is ChargeOutcome.ACTION_REQUIRED:
-        raise PaymentFailed("Your bank asks to verify this payment, which this page cannot do yet. "
-                            "Nothing was charged; please use another card.", decline_code="authentication_required")
+    if result.outcome is ChargeOutcome.ACTION_REQUIRED and result.action is not None:
+        db.add(PassCheckout(id=pass_id, org_id=org_id, agent_id=agent_id, checkout_key=checkout_key,
+                            visitor_email=email.strip(), price=config.price, currency=config.currency,
+                            access_days=config.access_days, message_credits=config.message_credits,
+                            action_intent=result.action.intent_id, created_at=at))
+        db.flush()
+        raise _waiting(agent_id, checkout_key)
     if not result.succeeded:
         raise PaymentFailed(result.failure_message, decline_code=result.decline_code or result.failure_code)
-    contact, _ = _contact(db, org_id=org_id, email=email, source="purchase", at=at)
+    return _sell(db, env, PassCheckout(id=pass_id, org_id=org_id, agent_id=agent_id, checkout_key=checkout_key,
+                                       visitor_email=email.strip(), price=config.price, currency=config.currency,
+                                       access_days=config.access_days, message_credits=config.message_credits,
+                                       action_intent="", created_at=at), result.reference, at)
+
+
+def _waiting(agent_id: str, checkout_key: str) -> PaymentActionRequired:
+    return PaymentActionRequired("Payment needs verification: your bank asks you to confirm this payment. "
+                                 "Your pass is ready once it is confirmed.", checkout=checkout_key,
+                                 verify_url=verify_url(agent_id, checkout_key))
+
+
+def _sell(db: Session, env: Env, bought: PassCheckout, reference: str, at: datetime) -> Purchase:
+    """Write the pass that ``bought`` describes, paid by ``reference`` (now), and its contact."""
+    contact, _ = _contact(db, org_id=bought.org_id, email=bought.visitor_email, source="purchase", at=at)
     token = TOKEN_PREFIX + secrets.token_urlsafe(24)
-    fee = platform_fee(config.price, env.catalog.platform_fee_bps)
-    sold = Pass(id=pass_id, org_id=org_id, agent_id=agent_id, contact_id=contact.id, visitor_email=email.strip(),
-                email_key=email_key(email), price=config.price, currency=config.currency, platform_fee=fee,
-                net=config.price - fee, access_days=config.access_days, message_credits=config.message_credits,
-                credits_left=config.message_credits, expires_at=at + timedelta(days=config.access_days),
-                created_at=at, refunded_at=None, refund_reference=None, gateway_reference=result.reference,
-                checkout_key=checkout_key, token_hash=token_hash(token))
+    fee = platform_fee(bought.price, env.catalog.platform_fee_bps)
+    sold = Pass(id=bought.id, org_id=bought.org_id, agent_id=bought.agent_id, contact_id=contact.id,
+                visitor_email=bought.visitor_email, email_key=email_key(bought.visitor_email), price=bought.price,
+                currency=bought.currency, platform_fee=fee, net=bought.price - fee, access_days=bought.access_days,
+                message_credits=bought.message_credits, credits_left=bought.message_credits,
+                expires_at=at + timedelta(days=bought.access_days), created_at=at, refunded_at=None,
+                refund_reference=None, gateway_reference=reference, checkout_key=bought.checkout_key,
+                token_hash=token_hash(token))
     db.add(sold)
     db.flush()
     return Purchase(sold, token, False)
+
+
+def waiting_checkout(db: Session, *, agent_id: str, checkout_key: str) -> PassCheckout | None:
+    return db.get(PassCheckout, pass_id_for(agent_id, checkout_key))
+
+
+def verify_pass(db: Session, *, env: Env, agent_id: str, checkout_key: str, verdict: Verdict | None,
+                at: datetime) -> Purchase:
+    """The visitor completes their bank's verification: the processor is asked how it went (the
+    sandbox's stand-in page sends its ``verdict``), and a paid one becomes the pass (its access runs
+    from now). A pass already made is answered (without its token); the bank's refusal deletes the
+    waiting checkout — nothing charged, nothing made — and raises ``payment_failed``."""
+    if db.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update()).scalar_one_or_none() is None:
+        raise NotFound("There is no such paid agent.")
+    pass_id = pass_id_for(agent_id, checkout_key)
+    made = db.get(Pass, pass_id)
+    if made is not None:
+        return Purchase(made, None, True)
+    waiting = db.get(PassCheckout, pass_id)
+    if waiting is None:
+        raise NotFound("There is no payment waiting for verification on this checkout.")
+    result = env.gateway.complete_verification(intent_id=waiting.action_intent, verdict=verdict)
+    if result.outcome is ChargeOutcome.RETRYABLE:
+        raise GatewayUnavailable()
+    if result.outcome is ChargeOutcome.ACTION_REQUIRED:
+        raise VerificationPending(checkout=checkout_key)
+    if not result.succeeded:
+        db.delete(waiting)
+        db.flush()
+        raise VisitorVerificationFailed(result.failure_message)
+    purchase = _sell(db, env, waiting, result.reference, at)
+    db.delete(waiting)
+    db.flush()
+    return purchase
+
+
+def complete_paid_checkout(db: Session, *, env: Env, pass_id: str, reference: str, amount: int,
+                           at: datetime) -> bool:
+    """The processor says the waiting payment of ``pass_id`` succeeded (a webhook, reconciliation):
+    the pass is made if it was not yet. True if the payment is (now) the pass's."""
+    waiting = db.get(PassCheckout, pass_id)
+    if waiting is None:
+        made = db.get(Pass, pass_id)
+        return made is not None and made.gateway_reference == reference
+    db.execute(select(Agent.id).where(Agent.id == waiting.agent_id).with_for_update())
+    if db.get(Pass, pass_id) is not None or amount != waiting.price:
+        return False
+    _sell(db, env, waiting, reference, at)
+    db.delete(waiting)
+    db.flush()
+    return True
+
+
+def pass_recorded(db: Session, pass_id: str) -> bool:
+    """Whether the pass was made (so a payment event about it has nothing left to do)."""
+    return db.get(Pass, pass_id) is not None
+
+
+class VisitorVerificationFailed(PaymentFailed):
+    """The visitor's bank refused: the waiting checkout is gone (kept: the deletion commits)."""
+
+    keeps = True
+    default_message = "Your bank did not confirm this payment. Nothing was charged."
 
 
 # --- the access check and the visitor message (hot path) --------------------------------------------

@@ -41,6 +41,7 @@ from slotwise.gateway.base import METADATA_INVOICE, METADATA_ORG
 from slotwise.jobs import ClaimedJob, JobContext
 from slotwise.repositories import processor_events as repo
 from slotwise.services.context import Env
+from slotwise.services.paid_access import complete_paid_checkout, is_pass_id, pass_recorded
 from slotwise.services.verification import settle_verification
 
 log = logging.getLogger("slotwise.processor_events")
@@ -115,6 +116,14 @@ def apply_event(db: Session, *, env: Env, type: str, object_id: str | None, data
     org_id = metadata.get(METADATA_ORG) if isinstance(metadata, dict) else None
     if not isinstance(invoice_id, str) or not isinstance(org_id, str) or object_id is None:
         return  # not a payment slotwise asked for (one made in the processor's dashboard)
+    if is_pass_id(invoice_id):  # a visitor's pass (paid agents): made once its waiting payment succeeded
+        if type == PAYMENT_SUCCEEDED:
+            amount = data.get("amount_received") or data.get("amount")
+            if not complete_paid_checkout(db, env=env, pass_id=invoice_id, reference=object_id,
+                                          amount=amount if isinstance(amount, int) else -1, at=at) \
+                    and not pass_recorded(db, invoice_id):
+                raise InvoiceNotCommitted(f"pass {invoice_id} of {org_id} is not committed")
+        return
     invoice = repo.invoice_of_org(db, org_id=org_id, invoice_id=invoice_id)
     if invoice is None:
         if type == PAYMENT_SUCCEEDED:

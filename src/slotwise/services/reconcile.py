@@ -18,7 +18,8 @@ lock, whatever transaction made the charge has either committed or is gone for g
 * the invoice is already paid by another payment, or void: the payment is refunded and recorded.
 
 A visitor's pass (paid agents) names its pass id where an invoice id would be; a pass sold with the
-payment records it, and a pass whose commit never came is refunded like a purchase.
+payment records it, a pass waiting for the visitor's bank is made with it, and a pass whose commit
+never came is refunded like a purchase.
 
 Never a second charge (everything slotwise redoes reuses its key), never a paid charge without its
 invoice, and each payment settled once (a recorded reference is skipped; the refund's idempotency key
@@ -43,6 +44,7 @@ from slotwise.gateway.errors import RefundRefused
 from slotwise.models import Charge, Invoice, Pass, new_id
 from slotwise.services import recharges
 from slotwise.services.context import Env
+from slotwise.services.paid_access import complete_paid_checkout, is_pass_id
 from slotwise.services.renewals.cycle import catch_up
 from slotwise.services.verification import settle_verification
 
@@ -91,6 +93,14 @@ def _settle(db: Session, env: Env, charge: ProcessorCharge, at: datetime, done: 
         return  # not one of ours (another installation on the same processor account): not ours to touch
     if _recorded(db, charge):
         return  # recorded since it was listed
+    if is_pass_id(charge.invoice_id):  # a visitor's pass: made now if it waited for the bank, else refunded
+        if complete_paid_checkout(db, env=env, pass_id=charge.invoice_id, reference=charge.reference,
+                                  amount=charge.amount, at=at):
+            done.completed.append(charge.invoice_id)
+            return
+        _refund(db, env, charge, None, at)
+        done.refunded.append(charge.reference)
+        return
     invoice = repo.invoice_in_org(db, charge.org_id, charge.invoice_id)
     if invoice is None and _recharge_queued(db, charge):
         done.waiting.append(charge.reference)

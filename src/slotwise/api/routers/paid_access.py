@@ -145,6 +145,17 @@ def buy(agent_id: str, body: ps.PassCheckoutIn, db: SessionDep, env: EnvDep, now
                     media_type="application/json")
 
 
+@router.post("/v1/agents/{agent_id}/checkout/verify", response_model=ps.PassCheckoutOut, responses=PUBLIC_ERRORS)
+def verify(agent_id: str, body: ps.PassVerifyIn, db: SessionDep, env: EnvDep, now: NowDep) -> Response:
+    """The visitor's bank verified (or refused) a pass's payment: the pass and its token (200), or
+    ``payment_failed`` with nothing made, or ``verification_pending`` while the bank has not answered."""
+    bought = pa.verify_pass(db, env=env, agent_id=agent_id, checkout_key=body.checkout, verdict=body.verdict, at=now)
+    answer = ps.PassCheckoutOut(
+        pass_=pass_out(bought.pass_, now), visitor_token=bought.visitor_token,
+        replay_note="This pass was already made: its token was shown then." if bought.replayed else None)
+    return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
+
+
 # --- the platform (operator key): the access check and the visitor message ------------------------
 
 @router.post("/v1/agents/{agent_id}/access", response_model=ps.AccessOut, responses=ERRORS,

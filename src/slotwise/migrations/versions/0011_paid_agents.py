@@ -1,5 +1,5 @@
 """paid agents (SPEC §13): each agent's access mode and Paid Access Configuration, the organization's
-contacts, and the passes visitors buy
+contacts, the passes visitors buy, and a pass's payment waiting for the visitor's bank
 
 Revision ID: 0011
 Revises: 0010
@@ -73,9 +73,28 @@ def upgrade() -> None:
     op.create_index('ix_passes_agent_email', 'passes', ['agent_id', 'email_key', 'expires_at'], unique=False)
     op.create_index('ix_passes_org_created', 'passes', ['org_id', 'created_at', 'id'], unique=False)
     op.create_index(op.f('ix_passes_gateway_reference'), 'passes', ['gateway_reference'], unique=False)
+    op.create_table('pass_checkouts',
+    sa.Column('id', sa.String(length=32), nullable=False),
+    sa.Column('org_id', sa.String(length=32), nullable=False),
+    sa.Column('agent_id', sa.String(length=32), nullable=False),
+    sa.Column('checkout_key', sa.String(length=128), nullable=False),
+    sa.Column('visitor_email', sa.String(length=320), nullable=False),
+    sa.Column('price', sa.BigInteger(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('access_days', sa.Integer(), nullable=False),
+    sa.Column('message_credits', sa.Integer(), nullable=False),
+    sa.Column('action_intent', sa.String(length=128), nullable=False),
+    sa.Column('created_at', slotwise.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['agent_id'], ['agents.id'], name=op.f('fk_pass_checkouts_agent_id_agents')),
+    sa.ForeignKeyConstraint(['org_id'], ['organizations.id'], name=op.f('fk_pass_checkouts_org_id_organizations')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_pass_checkouts')),
+    )
+    op.create_index(op.f('ix_pass_checkouts_agent_id'), 'pass_checkouts', ['agent_id'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f('ix_pass_checkouts_agent_id'), table_name='pass_checkouts')
+    op.drop_table('pass_checkouts')
     op.drop_index(op.f('ix_passes_gateway_reference'), table_name='passes')
     op.drop_index('ix_passes_org_created', table_name='passes')
     op.drop_index('ix_passes_agent_email', table_name='passes')
