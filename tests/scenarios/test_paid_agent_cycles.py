@@ -76,7 +76,7 @@ def passes(org: Org) -> dict[str, dict[str, Any]]:
 def paid_charges(env: Env, pass_id: str) -> list[Any]:
     """The sandbox's paid charges (this process's) for one pass."""
     since = datetime(2000, 1, 1, tzinfo=UTC)
-    return [c for c in env.gateway.recent_charges(since=since) if c.invoice_id == pass_id]  # type: ignore[attr-defined]
+    return [c for c in env.gateway.recent_charges(since=since) if c.invoice_id == pass_id]
 
 
 def drain(org: Org) -> None:
