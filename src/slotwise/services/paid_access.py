@@ -209,35 +209,33 @@ def require_reader(actor: Actor) -> None:
 
 
 def contacts_page(db: Session, *, actor: Actor, limit: int, after: str | None) -> Sequence[Contact]:
+    """Oldest first."""
     require_reader(actor)
-    cursor = None
-    if after is not None:
-        cursor = db.scalar(select(Contact).where(Contact.org_id == actor.org_id, Contact.id == after))
-        if cursor is None:
-            raise InvalidRequest("starting_after is not one of this list's ids.", field="starting_after")
-    query = select(Contact).where(Contact.org_id == actor.org_id)
-    if cursor is not None:
-        query = query.where(or_(Contact.created_at > cursor.created_at,
-                                and_(Contact.created_at == cursor.created_at, Contact.id > cursor.id)))
-    return db.scalars(query.order_by(Contact.created_at, Contact.id).limit(limit + 1)).all()
+    return _page(db, Contact, actor.org_id, limit=limit, after=after, newest_first=False)
 
 
 def passes_page(db: Session, *, actor: Actor, limit: int, after: str | None,
                 agent_id: str | None = None) -> Sequence[Pass]:
-    """Newest first."""
+    """Newest first; one agent's with ``agent_id``."""
     require_reader(actor)
-    cursor = None
+    return _page(db, Pass, actor.org_id, limit=limit, after=after, newest_first=True,
+                 where=() if agent_id is None else (Pass.agent_id == agent_id,))
+
+
+def _page(db: Session, model: type[Contact] | type[Pass], org_id: str, *, limit: int, after: str | None,
+          newest_first: bool, where: tuple[Any, ...] = ()) -> Sequence[Any]:
+    """Up to ``limit + 1`` of the organization's rows in (created_at, id) order, after the row
+    ``after`` (the list's cursor: ``invalid_request`` if it names none of the organization's)."""
+    query = select(model).where(model.org_id == org_id, *where)
     if after is not None:
-        cursor = db.scalar(select(Pass).where(Pass.org_id == actor.org_id, Pass.id == after))
+        cursor: Any = db.scalar(select(model).where(model.org_id == org_id, model.id == after))
         if cursor is None:
             raise InvalidRequest("starting_after is not one of this list's ids.", field="starting_after")
-    query = select(Pass).where(Pass.org_id == actor.org_id)
-    if agent_id is not None:
-        query = query.where(Pass.agent_id == agent_id)
-    if cursor is not None:
-        query = query.where(or_(Pass.created_at < cursor.created_at,
-                                and_(Pass.created_at == cursor.created_at, Pass.id < cursor.id)))
-    return db.scalars(query.order_by(Pass.created_at.desc(), Pass.id.desc()).limit(limit + 1)).all()
+        later = (model.created_at < cursor.created_at) if newest_first else (model.created_at > cursor.created_at)
+        beyond = (model.id < cursor.id) if newest_first else (model.id > cursor.id)
+        query = query.where(or_(later, and_(model.created_at == cursor.created_at, beyond)))
+    order = (model.created_at.desc(), model.id.desc()) if newest_first else (model.created_at, model.id)
+    return db.scalars(query.order_by(*order).limit(limit + 1)).all()
 
 
 # --- the visitor's side: the paywall ----------------------------------------------------------------
