@@ -9,11 +9,12 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from slotwise.api import schemas as s
-from slotwise.errors import InvalidRequest
+from slotwise.errors import InvalidRequest, SlotwiseError
 from slotwise.services import agents, members
 from slotwise.web.billing import org_overview
-from slotwise.web.deps import FormDep, PageDep, act
+from slotwise.web.deps import FormDep, Page, PageDep, act
 from slotwise.web.render import Flash, render
+from slotwise.web.visibility import VisibilityForm, visibility_section
 
 router = APIRouter(include_in_schema=False)
 TEAM = "/team"
@@ -68,12 +69,20 @@ def remove_member(user_id: str, page: FormDep) -> Response:
 
 @router.get(AGENTS)
 def agents_page(page: PageDep) -> Response:
+    return render_agents(page)
+
+
+def render_agents(page: Page, *, typed: VisibilityForm | None = None, error: SlotwiseError | None = None,
+                  status_code: int = 200) -> Response:
+    """The Agents page; ``typed`` and ``error`` are a refused Visibility form, shown on its agent."""
     overview = org_overview(page)
     usage = overview.capacity["agents"]
+    listed = agents.list_agents(page.db, actor=page.actor)
     return render(page.request, "agents.html", {
         "page": page, "nav": "agents", "overview": overview, "usage": usage,
-        "agents": agents.list_agents(page.db, actor=page.actor), "at_limit": usage.used >= usage.total,
-    })
+        "agents": listed, "at_limit": usage.used >= usage.total,
+        "visibility": visibility_section(page, listed, typed=typed, error=error),
+    }, status_code=status_code)
 
 
 @router.post(AGENTS)
