@@ -75,7 +75,8 @@ def list_contacts(actor: OrgActor, db: SessionDep, limit: s.PageLimit = s.DEFAUL
     return s.Page(data=[contact_out(c) for c in rows[:limit]], has_more=len(rows) > limit)
 
 
-@router.post(ORG + "/contacts", status_code=201, response_model=ps.ContactOut, responses=ERRORS)
+@router.post(ORG + "/contacts", status_code=201, response_model=ps.ContactOut,
+             responses={**ERRORS, 200: {"model": ps.ContactOut, "description": "Already a contact: that contact."}})
 def add_contact(body: ps.ContactIn, actor: OrgActor, db: SessionDep, now: NowDep) -> Response:
     """A visitor whose email the platform verified; 200 with the existing contact if it is one already."""
     contact, created = pa.add_contact(db, actor=actor, email=body.email, at=now)
@@ -129,7 +130,8 @@ def get_paywall(agent_id: str, db: SessionDep) -> ps.PaywallOut:
 
 
 @router.post("/v1/agents/{agent_id}/checkout", status_code=201, response_model=ps.PassCheckoutOut,
-             responses=PUBLIC_ERRORS)
+             responses={**PUBLIC_ERRORS, 200: {"model": ps.PassCheckoutOut,
+                                               "description": "A repeated submit: the first pass, without its token."}})
 def buy(agent_id: str, body: ps.PassCheckoutIn, db: SessionDep, env: EnvDep, now: NowDep) -> Response:
     """A visitor buys a pass (no token: what the paywall page posts). A declined card creates nothing;
     submits of one ``checkout`` id charge once and answer the first pass (201, then 200 without the
