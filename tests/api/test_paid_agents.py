@@ -249,6 +249,18 @@ class TestTheAccessCheckAndMessages:
         assert message(api, agent_id, "r1", visitor_email="friend@example.test").status_code == 200
         error_of(message(api, agent_id, "r2", visitor_email="stranger@example.test"), 403, "access_denied")
 
+    def test_a_pass_token_identifies_its_buyer_as_a_contact_on_a_restricted_agent(
+            self, api: Api, client: TestClient) -> None:
+        org, paid_id = paid_agent(api)
+        token = buy(client, paid_id).json()["visitor_token"]
+        restricted = agent_of(org, "Members' corner")
+        set_access(org, restricted, "restricted")
+        assert access(api, restricted, visitor_token=token)["allowed"] is True
+        assert access(api, restricted, visitor_token="swv_unknown")["reason"] == "not_a_contact"
+        _, other_paid = paid_agent(api)  # another organization's pass does not count here
+        foreign = buy(client, other_paid, email="stranger@example.test").json()["visitor_token"]
+        assert access(api, restricted, visitor_token=foreign)["reason"] == "not_a_contact"
+
     def test_a_free_agent_admits_anyone(self, api: Api) -> None:
         org = api.create_org("pro")
         agent_id = agent_of(org)

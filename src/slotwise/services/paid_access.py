@@ -465,8 +465,11 @@ def check_access(db: Session, *, env: Env, agent_id: str, visitor: Visitor, at: 
     email: the answer is ``allowed: false`` with the reason (SPEC §13). One read."""
     message_cost = env.catalog.credits.costs["message"]
     pass_ = _pass_query(agent_id, visitor, at).subquery()
-    # A restricted agent knows its visitor by the email sent, or by the email of the token's pass.
-    contact_key = literal(email_key(visitor.email)) if visitor.email is not None else pass_.c.email_key
+    # A restricted agent knows its visitor by the email sent, or by the email of the token's pass —
+    # a pass on any agent of the organization (a buyer of one agent is a contact for the others).
+    contact_key: Any = literal(email_key(visitor.email)) if visitor.email is not None else (
+        select(Pass.email_key).where(Pass.token_hash == token_hash(visitor.token or ""), Pass.org_id == Agent.org_id)
+        .limit(1).scalar_subquery())
     row = db.execute(
         select(Agent.org_id, Agent.access_mode, Agent.archived_at,
                select(func.count()).select_from(Subscription)
