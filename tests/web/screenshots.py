@@ -2,6 +2,7 @@
 
 Run with ``make screenshots`` (or ``.venv/bin/python -m tests.web.screenshots``). Seeds one demo-like
 organization on a fresh SQLite database, drives Debian's Chromium through the pages and dialogs.
+Name prefixes as arguments take only those shots (``… screenshots paywall subscriptions``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from slotwise import repositories
 from slotwise.catalog import Activity, Model
 from slotwise.clock import wall_now
 from slotwise.models import CreditUsage
-from slotwise.services import billing_details, recharges
+from slotwise.services import billing_details, paid_access, recharges
 from slotwise.services.spend import SpendRequest, spend
 from tests.web.support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, START, LiveServer, SeededOrg, World
 
@@ -41,6 +42,7 @@ def seed(world: World) -> SeededOrg:
     world.invite(org, "new.hire@acme.example")
     seed_usage(world, org)
     seed_credits(world, org)
+    seed_paid_agents(world, org)
     world.run(lambda db, at: billing_details.update_billing_details(
         db, actor=org.owner, email="billing@acme.example", company="Acme Robotics GmbH",
         address="Müllerstraße 12\n10115 Berlin\nGermany"))
@@ -53,6 +55,32 @@ def seed_credits(world: World, org: SeededOrg) -> None:
     world.run(lambda db, at: recharges.update_settings(
         db, actor=org.owner, settings=recharges.RechargeSettings(enabled=True, threshold=500, max_per_month=3),
         at=at, wall_now=wall_now()))
+
+
+def seed_paid_agents(world: World, org: SeededOrg) -> None:
+    """Support Assistant sold for $9.99 (30 days, 500 messages) with five passes, one refunded and one
+    in use; Sales Concierge for its contacts only."""
+    def write(db: Session, at: datetime) -> None:
+        found = {a.name: a.id for a in repositories.agents_of_org(db, org.id)}
+        support = found["Support Assistant"]
+        paid_access.configure_access(db, actor=org.owner, agent_id=support, mode="paid",
+                                     paid=paid_access.PaidConfig(999, "usd", 30, 500), at=at)
+        paid_access.configure_access(db, actor=org.owner, agent_id=found["Sales Concierge"], mode="restricted",
+                                     paid=None, at=at)
+        visitors = ["maya.chen@example.com", "j.okafor@example.org", "lea.martin@example.net",
+                    "sam.rivera@example.com", "noah.k@example.io"]
+        for n, email in enumerate(visitors):
+            paid_access.buy_pass(db, env=world.state.env, agent_id=support, email=email,
+                                 payment_method="4242 4242 4242 4242", checkout_key=f"seed-{n}",
+                                 at=at - timedelta(days=9 - 2 * n, hours=n))
+        for n in range(3):
+            paid_access.visitor_message(db, env=world.state.env, agent_id=support,
+                                        visitor=paid_access.Visitor(email=visitors[0]), reference=f"vis_{n}",
+                                        model="standard", at=at, wall_now=wall_now())
+        refunded = paid_access.passes_page(db, actor=org.owner, limit=10, after=None)[2]
+        paid_access.refund_pass(db, env=world.state.env, actor=org.owner, pass_id=refunded.id, at=at)
+
+    world.run(write)
 
 
 def seed_usage(world: World, org: SeededOrg) -> None:
@@ -136,6 +164,52 @@ def _portal_cancel_dialog(page: Page) -> None:
     page.get_by_role("dialog", name="Cancel subscription?").wait_for()
 
 
+def _agents_visibility(page: Page) -> None:
+    page.goto("/agents#visibility")  # the section in view: Support Assistant's paid card, then the others
+    page.get_by_role("article", name="Support Assistant").scroll_into_view_if_needed()
+
+
+def _visibility_dialog(page: Page) -> None:
+    page.goto("/agents")
+    card = page.get_by_role("article", name="Docs Helper")
+    card.get_by_role("radio", name="Pay for Access").check()
+    card.get_by_label("Price").fill("4.99")
+    card.get_by_label("Access days").fill("7")
+    card.get_by_label("Message credits").fill("100")
+    card.get_by_role("button", name="Save visibility").click()
+    page.get_by_role("dialog", name="Turn on Pay for Access?").wait_for()
+
+
+def _refund_dialog(page: Page) -> None:
+    page.goto("/billing/subscriptions")
+    page.locator("tbody tr").filter(has_text="maya.chen@example.com").get_by_role("button", name="Refund").click()
+    page.get_by_role("dialog", name="Refund this pass?").wait_for()
+
+
+def _paywall(page: Page) -> None:
+    page.goto("/agents")
+    href = page.get_by_test_id("paywall-link").first.get_attribute("href")
+    page.goto(href or "/")
+    page.get_by_role("heading", name="This Chatbot is Monetized by the Creator").wait_for()
+
+
+def _paywall_pay(page: Page, card: str) -> None:
+    _paywall(page)
+    page.get_by_label("Email").fill("ines.garcia@example.com")
+    page.get_by_label("Card number").fill(card)
+    page.get_by_role("button", name="Pay $9.99").click()
+
+
+def _paywall_declined(page: Page) -> None:
+    _paywall_pay(page, "4000 0000 0000 0341")
+    page.get_by_role("alert").wait_for()
+
+
+def _paywall_receipt(page: Page) -> None:
+    _paywall_pay(page, "4242 4242 4242 4242")
+    page.get_by_role("heading", name="Thank you — your pass is ready").wait_for()
+
+
 SHOTS: list[tuple[str, Callable[[Page], None], bool]] = [
     ("addons", lambda p: p.goto("/billing/addons"), True),
     ("add-dialog", _add_dialog, False),
@@ -150,10 +224,18 @@ SHOTS: list[tuple[str, Callable[[Page], None], bool]] = [
     ("invoice", _invoice, True),
     ("portal", lambda p: p.goto("/billing/portal"), True),
     ("portal-cancel-dialog", _portal_cancel_dialog, False),
+    ("agents-visibility", _agents_visibility, False),
+    ("agents-visibility-dialog", _visibility_dialog, False),
+    ("subscriptions", lambda p: p.goto("/billing/subscriptions"), True),
+    ("subscriptions-refund-dialog", _refund_dialog, False),
+    ("paywall", _paywall, True),
+    ("paywall-declined", _paywall_declined, True),
+    ("paywall-receipt", _paywall_receipt, True),
 ]
 
 
-def capture(browser: Browser, world: World, org: SeededOrg, width: int) -> list[Path]:
+def capture(browser: Browser, world: World, org: SeededOrg, width: int,
+            only: tuple[str, ...] = ()) -> list[Path]:
     context = browser.new_context(base_url=world.url, viewport={"width": width, "height": 900 if width > 600 else 844},
                                   device_scale_factor=1)
     page = context.new_page()
@@ -164,6 +246,8 @@ def capture(browser: Browser, world: World, org: SeededOrg, width: int) -> list[
     page.get_by_role("button", name="Sign out").wait_for()
     written = []
     for name, go, full_page in SHOTS:
+        if only and not name.startswith(only):
+            continue
         go(page)
         page.wait_for_load_state("networkidle")
         path = OUT / f"{name}-{width}.png"
@@ -183,7 +267,7 @@ def login_shot(browser: Browser, world: World) -> Path:
     return path
 
 
-def main() -> int:
+def main(only: tuple[str, ...] = ()) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     server = LiveServer().start()
     try:
@@ -191,9 +275,9 @@ def main() -> int:
             world = World(server, Path(folder))
             org = seed(world)
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            written = [login_shot(browser, world)]
+            written = [] if only and not "login".startswith(only) else [login_shot(browser, world)]
             for width in WIDTHS:
-                written += capture(browser, world, org, width)
+                written += capture(browser, world, org, width, only)
             browser.close()
             world.close()
     finally:
@@ -204,4 +288,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(tuple(sys.argv[1:])))

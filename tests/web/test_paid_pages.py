@@ -165,13 +165,13 @@ class TestVisibility:
         expect(card.get_by_label("Price")).to_be_hidden()  # the configuration belongs to Pay for Access
 
         card.get_by_role("radio", name=re.compile("^Pay for Access")).check()
-        card.get_by_label("Price").fill("12.50")
+        card.get_by_label("Price").fill("12.5")
         card.get_by_label("Currency").select_option("usd")
         card.get_by_label("Access days").fill("14")
         card.get_by_label("Message credits").fill("200")
         card.get_by_role("button", name="Save visibility").click()
         dialog = page.get_by_role("dialog", name="Turn on Pay for Access?")
-        expect(dialog).to_contain_text("12.50 USD")
+        expect(dialog).to_contain_text("$12.50")
         expect(dialog).to_contain_text("14 days · 200 messages")
         expect(dialog).to_contain_text("needs an active subscription")
         dialog.get_by_role("button", name="Cancel").click()

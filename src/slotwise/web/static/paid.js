@@ -5,9 +5,15 @@
 (() => {
   "use strict";
 
+  const SYMBOLS = { usd: "$", eur: "€", gbp: "£" };
+
+  // The price as typed, shown as money ("9.5" → "$9.50"); anything else as typed (the server judges it).
   function money(text, currency) {
-    const value = (text || "").trim();
-    return value ? `${value} ${currency.toUpperCase()}` : "the price you set";
+    const value = (text || "").trim().replace(/^[$€£]/, "");
+    if (!value) return "the price you set";
+    const found = /^(\d[\d,]*)(?:\.(\d{1,2}))?$/.exec(value);
+    if (!found || !SYMBOLS[currency]) return `${value} ${currency.toUpperCase()}`;
+    return `${SYMBOLS[currency]}${found[1]}.${(found[2] || "").padEnd(2, "0")}`;
   }
 
   function confirmPaid(form) {
