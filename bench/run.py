@@ -47,7 +47,8 @@ from psycopg import AsyncConnection
 from sqlalchemy import Engine, Table, UniqueConstraint, create_engine, event, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from slotwise.api.fastlane import Lane
+from slotwise.api import paid_lane
+from slotwise.api.fastlane import Compiled, Lane
 from slotwise.catalog import load_catalog
 from slotwise.config import normalize_database_url
 from slotwise.db import make_engine, make_sessionmaker, transaction
@@ -110,6 +111,24 @@ def _message(db: Session, actor: Actor) -> object:
                                        model="standard", at=AT, wall_now=AT)
 
 
+def _lane_statement(statement: Compiled,
+                    values: Callable[[Actor], dict[str, Any]]) -> Callable[[Session, Actor], object]:
+    """The fast lane's one statement sent through SQLAlchemy, so the floor captures exactly its text."""
+    def call(db: Session, actor: Actor) -> object:
+        return db.connection().exec_driver_sql(statement.sql, statement.bind(values(actor))).all()
+    return call
+
+
+def _access_values(actor: Actor) -> dict[str, Any]:
+    return {"agent_id": _agent_of(actor), "email_key": email_key(VISITOR), "now": AT}
+
+
+def _message_values(actor: Actor) -> dict[str, Any]:
+    request = spend.SpendRequest(activity="message", reference=new_id("ref"), agent_id=_agent_of(actor))
+    _, values = spend.prepare(ENV.catalog.credits, "", request, AT, AT)
+    return {**values, "email_key": email_key(VISITOR)}
+
+
 OPERATIONS = (
     Operation("create agent", lambda db, actor: agents.create_agent(db, env=ENV, actor=actor, name="bench", at=AT)),
     Operation("add 1 slot", lambda db, actor: addons.add_slots(
@@ -127,6 +146,14 @@ OPERATIONS = (
     # SPEC §13's hot path: a visitor (by email) on the organization's paid agent, holding a pass.
     Operation("access check", _access, autocommit=True),  # one read
     Operation("visitor message", _message),
+    # What the server runs for them on PostgreSQL (api/paid_lane.py): one statement each.
+    Operation("access check, fast lane", _lane_statement(paid_lane.ACCESS[False], _access_values), autocommit=True,
+              lane=lambda lane, conn, actor: paid_lane.check_access(
+                  lane, conn, catalog=ENV.catalog, agent_id=_agent_of(actor), token=None, email=VISITOR, at=AT)),
+    Operation("visitor message, fast lane", _lane_statement(paid_lane.MESSAGE[False], _message_values),
+              autocommit=True, lane=lambda lane, conn, actor: paid_lane.visitor_message(
+                  lane, conn, catalog=ENV.catalog, agent_id=_agent_of(actor), token=None, email=VISITOR,
+                  reference=new_id("ref"), model="standard", at=AT, wall_now=AT)),
 )
 
 

@@ -140,7 +140,7 @@ class Lane:
         async with self.pool.connection() as conn:
             yield conn
 
-    async def _run(self, conn: AsyncConnection[Any], statement: Compiled, values: dict[str, Any]) -> list[Any]:
+    async def run(self, conn: AsyncConnection[Any], statement: Compiled, values: dict[str, Any]) -> list[Any]:
         if self.trace is not None:
             self.trace.append(statement.sql)
         cursor = await conn.execute(statement.sql, statement.bind(values))
@@ -153,7 +153,7 @@ class Lane:
         values: dict[str, Any] = {"token_hash": token_hash}
         if wall_now is not None:
             values["now"] = wall_now
-        rows = await self._run(conn, _CALLER[wall_now is None], values)
+        rows = await self.run(conn, _CALLER[wall_now is None], values)
         return hotpath.caller_of(rows[0] if rows else None, wall_now)
 
     async def caller_and_snapshot(self, conn: AsyncConnection[Any], token_hash: str, org_id: str, *,
@@ -162,7 +162,7 @@ class Lane:
         values: dict[str, Any] = {"token_hash": token_hash, "org_id": org_id}
         if wall_now is not None:
             values["now"] = wall_now
-        rows = await self._run(conn, _CALLER_SNAPSHOT[wall_now is None], values)
+        rows = await self.run(conn, _CALLER_SNAPSHOT[wall_now is None], values)
         return hotpath.caller_of(rows[0] if rows else None, wall_now), hotpath.snapshot_of_rows(rows)
 
     async def time_for(self, conn: AsyncConnection[Any], org_id: str, *, simulated: bool,
@@ -170,12 +170,12 @@ class Lane:
         """The billing time and whether ``org_id`` has work due by then (for the operator key, which
         has no caller row to read them with); the time is None until the simulated clock has a row."""
         values: dict[str, Any] = {"org_id": org_id} if simulated else {"org_id": org_id, "now": wall}
-        row = (await self._run(conn, _TIME[simulated], values))[0]
+        row = (await self.run(conn, _TIME[simulated], values))[0]
         now = row.now if simulated else wall
         return now, bool(row.due) if now is not None else False
 
     async def snapshot(self, conn: AsyncConnection[Any], org_id: str) -> SnapshotRows | None:
-        return hotpath.snapshot_of_rows(await self._run(conn, _SNAPSHOT, {"org_id": org_id}))
+        return hotpath.snapshot_of_rows(await self.run(conn, _SNAPSHOT, {"org_id": org_id}))
 
     async def create_agent(self, conn: AsyncConnection[Any], *, catalog: Catalog, org_id: str, name: str,
                            at: datetime) -> AgentChange:
@@ -226,10 +226,10 @@ class Lane:
         assert rows is not None  # locked above
         decision = reserve_growth(snapshot_of(rows, catalog), "agents")
         if decision.restore_slots > 0:
-            await self._run(conn, _RESTORE_SLOTS, {"org_id": org_id, "code": decision.addon,
+            await self.run(conn, _RESTORE_SLOTS, {"org_id": org_id, "code": decision.addon,
                                                    "restore": decision.restore_slots, "at": at})
         agent = NewAgent(new_id("agt"), name.strip(), None, at)
-        await self._run(conn, _INSERT_AGENT, {"id": agent.id, "org_id": org_id, "name": agent.name,
+        await self.run(conn, _INSERT_AGENT, {"id": agent.id, "org_id": org_id, "name": agent.name,
                                               "created_at": at})
         return AgentChange(agent, decision.restore_slots)
 
@@ -238,18 +238,18 @@ class Lane:
         """``services.spend.spend`` on the lane: one statement, one round trip (a refusal reads why)."""
         cost, values = spending.prepare(catalog.credits, org_id, request, at, wall_now)
         try:
-            rows = await self._run(conn, _SPEND, values)
+            rows = await self.run(conn, _SPEND, values)
         except spending.UNIQUE_VIOLATION:
             rows = []  # a same-reference spend won the race: answered below from its entry
         row = rows[0] if rows else None
         if row is not None and row.plan_balance is not None:
             return spending.spent_of(row, request, cost, values)
-        prior = await self._run(conn, _PRIOR, values)
+        prior = await self.run(conn, _PRIOR, values)
         if prior:
             return spending.replay_of(prior[0], values)
         assert row is not None
         balance = row.seen_total
         if balance is not None and balance >= cost and row.agent_state in ("none", "ok"):
-            balance = (await self._run(conn, _BALANCE, values))[0].total  # a spend committed meanwhile
+            balance = (await self.run(conn, _BALANCE, values))[0].total  # a spend committed meanwhile
         spending.refuse(request, cost, seen_total=balance, agent_state=row.agent_state)
         raise AssertionError("unreachable")

@@ -1,5 +1,6 @@
 """The hottest routes on PostgreSQL's fast lane (``api.fastlane``): reading an organization, creating
-an agent and spending credits, each ``async`` from end to end and answered here, in front of FastAPI.
+an agent and spending credits, and the paid agents' access check and visitor message (``api.paid_lane``,
+operator key), each ``async`` from end to end and answered here, in front of FastAPI.
 
 ``FastRoutes`` is the innermost middleware: a request for one of the three routes is answered without
 FastAPI's routing, dependency solving and exception middleware, which measured a fifth of such a
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -26,12 +28,14 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from slotwise.api import credit_schemas as cs
-from slotwise.api import present
+from slotwise.api import paid_lane, present
+from slotwise.api import paid_schemas as ps
 from slotwise.api import schemas as s
 from slotwise.api.deps import AppState, catch_up_now, impossible_id, is_operator_key, parse_bearer
 from slotwise.api.fastlane import Lane
 from slotwise.api.limits import replay_body
 from slotwise.api.responses import busy_response, error_response, json_body
+from slotwise.api.routers.paid_access import view_out
 from slotwise.api.routers.spend import spend_answer
 from slotwise.clock import wall_now
 from slotwise.errors import NotFound, SlotwiseError, Unauthenticated
@@ -43,10 +47,13 @@ from slotwise.services.spend import SpendRequest
 _ORG = re.compile(r"/v1/organizations/([^/]+)")
 _AGENTS = re.compile(r"/v1/organizations/([^/]+)/agents")
 _SPEND = re.compile(r"/v1/organizations/([^/]+)/credits/spend")
+_ACCESS = re.compile(r"/v1/agents/([^/]+)/access")
+_MESSAGES = re.compile(r"/v1/agents/([^/]+)/messages")
 
 
 class _Call:
-    """What a lane route reads of its request: the organization in the path, the bearer token."""
+    """What a lane route reads of its request: the id in the path (``org``: the organization's, or on
+    the paid agents' routes the agent's), the bearer token."""
 
     __slots__ = ("authorization", "org", "state")
 
@@ -78,7 +85,8 @@ class FastRoutes:
         self.app, self.state = app, state
         self.routes: dict[str, list[tuple[re.Pattern[str], type[BaseModel] | None, Handler]]] = {
             "GET": [(_ORG, None, get_organization)],
-            "POST": [(_AGENTS, s.CreateAgent, create_agent), (_SPEND, cs.SpendIn, spend_credits)],
+            "POST": [(_AGENTS, s.CreateAgent, create_agent), (_SPEND, cs.SpendIn, spend_credits),
+                     (_ACCESS, ps.VisitorIn, paid_access_check), (_MESSAGES, ps.MessageIn, visitor_message)],
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -221,3 +229,46 @@ async def spend_credits(call: _Call, body: BaseModel | None) -> Response:
                                                      units=body.units, model=body.model, agent_id=body.agent_id,
                                                      playground=body.playground))
     return json_body(spend_answer(done))
+
+
+async def _operator_now(call: _Call, conn: AsyncConnection[Any]) -> datetime:
+    """The operator key's, else ``unauthenticated`` (as ``deps.operator``); the billing time, as
+    ``deps.get_now`` reads it for a caller that is no user."""
+    state = call.state
+    if not is_operator_key(call.token(), state):
+        raise Unauthenticated("The operator key is required.")
+    call.refuse_impossible_org()  # the agent's id
+    if not state.clock.simulated:
+        return wall_now()
+    now = await paid_lane.simulated_now(call.lane, conn)
+    return now if now is not None else await run_in_threadpool(state.read_clock)
+
+
+async def paid_access_check(call: _Call, body: BaseModel | None) -> Response:
+    """``POST /v1/agents/{agent_id}/access`` (operator key): one statement."""
+    assert isinstance(body, ps.VisitorIn)
+    async with call.lane.connection() as conn:
+        now = await _operator_now(call, conn)
+        found = await paid_lane.check_access(call.lane, conn, catalog=call.state.env.catalog, agent_id=call.org,
+                                             token=body.visitor_token, email=body.visitor_email, at=now)
+    return _by_alias(ps.AccessOut(allowed=found.allowed, reason=found.reason, pass_=view_out(found.pass_)))
+
+
+async def visitor_message(call: _Call, body: BaseModel | None) -> Response:
+    """``POST /v1/agents/{agent_id}/messages`` (operator key): one statement (a refusal or a replay one
+    more)."""
+    assert isinstance(body, ps.MessageIn)
+    async with call.lane.connection() as conn:
+        now = await _operator_now(call, conn)
+        done = await paid_lane.visitor_message(
+            call.lane, conn, catalog=call.state.env.catalog, agent_id=call.org, token=body.visitor_token,
+            email=body.visitor_email, reference=body.reference, model=body.model, at=now, wall_now=wall_now())
+    spent = done.spent
+    return _by_alias(ps.MessageOut(reference=spent.reference, cost=spent.cost, replayed=spent.replayed,
+                                   pass_=view_out(done.pass_),
+                                   balance=ps.BalanceOut(plan=spent.plan, topup=spent.topup, total=spent.total)))
+
+
+def _by_alias(model: BaseModel) -> Response:
+    """As FastAPI serializes a ``response_model``: by alias (``pass``)."""
+    return Response(model.__pydantic_serializer__.to_json(model, by_alias=True), media_type="application/json")
