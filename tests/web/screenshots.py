@@ -210,6 +210,11 @@ def _paywall_receipt(page: Page) -> None:
     page.get_by_role("heading", name="Thank you — your pass is ready").wait_for()
 
 
+def _paywall_verify(page: Page) -> None:
+    _paywall_pay(page, "4000 0025 0000 3155")
+    page.get_by_role("heading", name="Confirm your payment with your bank").wait_for()
+
+
 SHOTS: list[tuple[str, Callable[[Page], None], bool]] = [
     ("addons", lambda p: p.goto("/billing/addons"), True),
     ("add-dialog", _add_dialog, False),
@@ -231,6 +236,7 @@ SHOTS: list[tuple[str, Callable[[Page], None], bool]] = [
     ("paywall", _paywall, True),
     ("paywall-declined", _paywall_declined, True),
     ("paywall-receipt", _paywall_receipt, True),
+    ("paywall-verify", _paywall_verify, True),
 ]
 
 

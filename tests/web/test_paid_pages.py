@@ -153,6 +153,42 @@ def visibility_card(page: Page, name: str) -> Any:
     return page.get_by_role("article", name=name)
 
 
+class TestPaywallBankVerification:
+    """A card the visitor's bank must verify (sandbox 4000 0025 0000 3155): the verify page, then the
+    pass — or, refused, nothing."""
+
+    def start(self, world: World, visitor: Page) -> str:
+        org = world.org("pro", name="Acme Robotics")
+        agent = paid_agent(world, org)
+        visitor.goto(f"/pay/{agent}")
+        visitor.get_by_label("Email").fill("vera@visitors.example")
+        visitor.get_by_label("Card number").fill("4000 0025 0000 3155")
+        visitor.get_by_role("button", name="Pay $9.99").click()
+        expect(visitor.get_by_role("heading", name="Confirm your payment with your bank")).to_be_visible()
+        expect(visitor).to_have_url(re.compile(rf"/pay/{agent}/verify\?checkout="))
+        expect(visitor.get_by_test_id("pass-price")).to_have_text("$9.99")
+        assert counts(world) == (0, 0)  # nothing until the bank says yes
+        return agent
+
+    def test_completed_it_gives_the_pass_and_its_token(self, world: World, visitor: Page) -> None:
+        self.start(world, visitor)
+        visitor.get_by_role("button", name="Complete authentication").click()
+        expect(visitor.get_by_role("heading", name="Thank you — your pass is ready")).to_be_visible()
+        expect(visitor.get_by_test_id("amount-paid")).to_have_text("$9.99")
+        assert counts(world) == (1, 1)
+        visitor.go_back()  # the verify page again: the pass was made, nothing is waiting
+        visitor.reload()
+        expect(visitor.get_by_role("heading", name="Nothing to verify")).to_be_visible()
+
+    def test_refused_it_returns_to_the_paywall_with_nothing_made(self, world: World, visitor: Page) -> None:
+        self.start(world, visitor)
+        visitor.get_by_role("button", name="Fail authentication").click()
+        expect(visitor.get_by_role("alert")).to_contain_text("not verified with your bank")
+        expect(visitor.get_by_role("alert")).to_contain_text("Nothing was charged")
+        expect(visitor.get_by_role("heading", name=HEADLINE)).to_be_visible()
+        assert counts(world) == (0, 0)
+
+
 class TestVisibility:
     def test_owner_turns_on_pay_for_access_through_the_dialog(self, world: World, page: Page) -> None:
         org = world.org("pro")

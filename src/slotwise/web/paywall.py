@@ -20,11 +20,11 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
 from slotwise.api.deps import AppState, SessionDep, StateDep, refuse_impossible_ids
-from slotwise.errors import InvalidRequest, NotFound, SlotwiseError
+from slotwise.errors import InvalidRequest, NotFound, PaymentActionRequired, SlotwiseError
 from slotwise.services import paid_access
 from slotwise.web.auth import account_email
 from slotwise.web.deps import PageNotFound
-from slotwise.web.render import render
+from slotwise.web.render import is_site_path, redirect, render
 from slotwise.web.sessions import secure_cookies
 
 router = APIRouter(include_in_schema=False)
@@ -34,6 +34,7 @@ SANDBOX_CARDS = (  # the sandbox's test numbers (gateway/sandbox.py), as the pay
     ("4242 4242 4242 4242", "paid"),
     ("4000 0000 0000 0341", "declined when charged"),
     ("4000 0000 0000 0002", "refused when entered"),
+    ("4000 0025 0000 3155", "your bank asks you to verify"),
 )
 STRIPE_JS = "https://js.stripe.com/v3/"
 Field = Annotated[str, Form()]
@@ -132,11 +133,89 @@ def buy(agent_id: str, request: Request, db: SessionDep, state: StateDep, email:
     try:
         bought = paid_access.buy_pass(db, env=state.env, agent_id=agent_id, email=address, payment_method=method,
                                       checkout_key=checkout, at=now)
+    except PaymentActionRequired as error:  # the bank asks the visitor: the waiting checkout is kept
+        savepoint.commit()
+        url = error.details.get("verify_url")
+        return redirect(url if isinstance(url, str) and is_site_path(url) else f"/pay/{agent_id}")
     except SlotwiseError as error:
         savepoint.rollback()
         if error.code == "not_found":
             return _not_for_sale(request)
         return _form(request, state, wall, email=typed_email, error=error, status_code=error.status)
+    savepoint.commit()
+    sold: Any = bought.pass_
+    return render(request, "pay_receipt.html", {
+        "wall": wall, "headline": HEADLINE, "sold": sold, "token": bought.visitor_token,
+        "replayed": bought.replayed, "status": paid_access.status_of(sold, now),
+    }, status_code=200 if bought.replayed else 201)
+
+
+# --- a payment the visitor's bank must verify (SCA) -------------------------------------------------
+
+def _stripe_action(state: AppState, intent_id: str) -> dict[str, str] | None:
+    """With Stripe: what Stripe.js needs to show the bank's check (the intent's client secret)."""
+    stripe = _stripe(state)
+    if stripe is None:
+        return None
+    waiting = state.env.gateway.complete_verification(intent_id=intent_id)
+    if waiting.action is None:
+        return None  # answered already: the form's post settles it
+    return {**stripe, "client_secret": waiting.action.client_secret,
+            "payment_method": waiting.action.payment_method_id or ""}
+
+
+@router.get("/pay/{agent_id}/verify")
+def verify_page(agent_id: str, request: Request, db: SessionDep, state: StateDep, checkout: str = "") -> Response:
+    """The pass's payment waiting for the visitor's bank: what it buys, and the bank's check (Stripe's
+    3-D Secure, or the sandbox's stand-in bank). A pass already made shows its receipt."""
+    wall = _wall(request, db)
+    if wall is None:
+        return _not_for_sale(request)
+    waiting = paid_access.waiting_checkout(db, agent_id=agent_id, checkout_key=checkout[:128])
+    if waiting is None:
+        return render(request, "error.html", {
+            "title": "Nothing to verify",
+            "message": "No payment for this chatbot is waiting for your bank. If you paid, your receipt was shown "
+                       "then; otherwise start again from the chatbot's page.",
+        }, status_code=404)
+    token, stripe = _csrf(request), _stripe_action(state, waiting.action_intent)
+    response = render(request, "pay_verify.html", {
+        "wall": wall, "headline": HEADLINE, "waiting": waiting, "csrf": token, "checkout": waiting.checkout_key,
+        "stripe": stripe, "action": f"/pay/{agent_id}/verify",
+    })
+    response.set_cookie(PAY_CSRF_COOKIE, token, max_age=3600, path="/pay", httponly=True, samesite="lax",
+                        secure=secure_cookies(request))
+    if stripe is not None:
+        response.headers["Content-Security-Policy"] = _stripe_csp(stripe["js_url"])
+    return response
+
+
+@router.post("/pay/{agent_id}/verify")
+def verify(agent_id: str, request: Request, db: SessionDep, state: StateDep, checkout: Field = "",
+           verdict: Field = "", csrf_token: Field = "") -> Response:
+    """The bank's answer: the receipt with the token, or back to the paywall with why (nothing made)."""
+    wall = _wall(request, db)
+    if wall is None:
+        return _not_for_sale(request)
+    cookie = request.cookies.get(PAY_CSRF_COOKIE, "")
+    if not cookie or not hmac.compare_digest(cookie.encode(), csrf_token.encode()):
+        expired = InvalidRequest("This form expired. Open the verification again from your bank's step.",
+                                 field="form")
+        return _form(request, state, wall, error=expired, status_code=403)
+    now: datetime = state.clock.now(db)
+    answer: Any = verdict if verdict in ("approve", "fail") else None
+    savepoint = db.begin_nested()
+    try:
+        bought = paid_access.verify_pass(db, env=state.env, agent_id=agent_id, checkout_key=checkout[:128],
+                                         verdict=answer, at=now)
+    except SlotwiseError as error:
+        if error.keeps:
+            savepoint.commit()
+        else:
+            savepoint.rollback()
+        if error.code == "verification_pending":
+            return redirect(paid_access.verify_url(agent_id, checkout[:128]))
+        return _form(request, state, wall, error=error, status_code=error.status)
     savepoint.commit()
     sold: Any = bought.pass_
     return render(request, "pay_receipt.html", {
