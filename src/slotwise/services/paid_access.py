@@ -29,7 +29,7 @@ from fractions import Fraction
 from typing import Any, Literal
 from urllib.parse import urlencode
 
-from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -449,28 +449,27 @@ class Access:
 _PASS_COLUMNS = (Pass.id, Pass.org_id, Pass.credits_left, Pass.expires_at, Pass.refunded_at, Pass.email_key)
 
 
-def _pass_query(agent_id: str, visitor: Visitor, at: datetime) -> Any:
+def _pass_query(by_token: bool) -> Any:
     """The visitor's pass for this agent: the token's, or by email the one still usable that ends
     last (else the newest)."""
-    query = select(*_PASS_COLUMNS).where(Pass.agent_id == agent_id)
-    if visitor.token is not None:
-        return query.where(Pass.token_hash == token_hash(visitor.token))
-    usable = and_(Pass.refunded_at.is_(None), Pass.credits_left > 0, Pass.expires_at > at)
-    return (query.where(Pass.email_key == email_key(visitor.email or ""))
+    query = select(*_PASS_COLUMNS).where(Pass.agent_id == bindparam("agent_id"))
+    if by_token:
+        return query.where(Pass.token_hash == bindparam("token_hash"))
+    usable = and_(Pass.refunded_at.is_(None), Pass.credits_left > 0, Pass.expires_at > bindparam("at"))
+    return (query.where(Pass.email_key == bindparam("email_key"))
             .order_by(case((usable, 0), else_=1), Pass.expires_at.desc(), Pass.created_at.desc()).limit(1))
 
 
-def check_access(db: Session, *, env: Env, agent_id: str, visitor: Visitor, at: datetime) -> Access:
-    """May this visitor send a message to this agent now? Never raises for an unknown agent, token or
-    email: the answer is ``allowed: false`` with the reason (SPEC §13). One read."""
-    message_cost = env.catalog.credits.costs["message"]
-    pass_ = _pass_query(agent_id, visitor, at).subquery()
+def _access_statement(by_token: bool) -> Any:
+    """``check_access``'s one read, built once with bind parameters (agent_id, and token_hash, or
+    email_key and at): only its values change from call to call."""
+    pass_ = _pass_query(by_token).subquery()
     # A restricted agent knows its visitor by the email sent, or by the email of the token's pass —
     # a pass on any agent of the organization (a buyer of one agent is a contact for the others).
-    contact_key: Any = literal(email_key(visitor.email)) if visitor.email is not None else (
-        select(Pass.email_key).where(Pass.token_hash == token_hash(visitor.token or ""), Pass.org_id == Agent.org_id)
-        .limit(1).scalar_subquery())
-    row = db.execute(
+    contact_key: Any = (
+        select(Pass.email_key).where(Pass.token_hash == bindparam("token_hash"), Pass.org_id == Agent.org_id)
+        .limit(1).scalar_subquery()) if by_token else bindparam("email_key", type_=Pass.email_key.type)
+    return (
         select(Agent.org_id, Agent.access_mode, Agent.archived_at,
                select(func.count()).select_from(Subscription)
                .where(Subscription.org_id == Agent.org_id, Subscription.status.in_(SUBSCRIBED))
@@ -482,7 +481,23 @@ def check_access(db: Session, *, env: Env, agent_id: str, visitor: Visitor, at: 
                .where(Contact.org_id == Agent.org_id, Contact.email_key == contact_key)
                .scalar_subquery().label("is_contact"))
         .outerjoin(pass_, pass_.c.org_id == Agent.org_id)
-        .where(Agent.id == agent_id)).one_or_none()
+        .where(Agent.id == bindparam("agent_id")))
+
+
+_ACCESS = {by_token: _access_statement(by_token) for by_token in (True, False)}
+
+
+def check_access(db: Session, *, env: Env, agent_id: str, visitor: Visitor, at: datetime) -> Access:
+    """May this visitor send a message to this agent now? Never raises for an unknown agent, token or
+    email: the answer is ``allowed: false`` with the reason (SPEC §13). One read."""
+    message_cost = env.catalog.credits.costs["message"]
+    values: dict[str, Any] = {"agent_id": agent_id}
+    if visitor.token is not None:
+        values["token_hash"] = token_hash(visitor.token)
+    else:
+        values.update(email_key=email_key(visitor.email or ""), at=at)
+    # On the session's connection: the statement selects columns, not entities, so the ORM has nothing to do.
+    row = db.connection().execute(_ACCESS[visitor.token is not None], values).one_or_none()
     if row is None or row.archived_at is not None:
         return Access(False, "agent_not_public", None, row.org_id if row is not None else "")
     view = None
