@@ -22,21 +22,13 @@ general path, with the same answers (tests/api/test_fast_paid_routes.py holds th
 
 from __future__ import annotations
 
-import asyncio
-import re
-import weakref
-from collections import namedtuple
-from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg import errors as pg_errors
-from psycopg.adapt import PyFormat, Transformer
-from psycopg.pq import ExecStatus
 from sqlalchemy import select
 
-from slotwise.api.fastlane import Compiled, Lane, compile_statement
+from slotwise.api.fastlane import Lane, compile_statement
 from slotwise.catalog import Catalog, Model
 from slotwise.errors import Conflict
 from slotwise.models import ClockState, email_key
@@ -134,110 +126,6 @@ _PRIOR = compile_statement(spending.PRIOR)
 _BALANCE = compile_statement(spending.BALANCE)
 
 
-class _Read:
-    """One read sent as a named prepared statement straight through libpq on the lane's connection: one
-    round trip, as ``Lane.run`` makes it, without the cursor's per-call layers (measured: psycopg's async
-    ``execute`` adds ~40 µs to a ~40 µs round trip, mostly its wait — a future, a reader and a timer per
-    wait — and the cursor and row set-up; this is the same libpq calls and one future per wait). The
-    statement is prepared once per connection with the parameter types psycopg dumps; the row is
-    loaded by the connection's adapters, as a cursor loads it. An error is psycopg's for the result."""
-
-    def __init__(self, name: str, statement: Compiled) -> None:
-        self.name, self.statement = name.encode(), statement
-        self.row: Any = None  # a namedtuple of the result's columns, made from the first result
-        # psycopg's placeholders as PostgreSQL's: a name used twice is one parameter, as psycopg sends it.
-        self.names: list[str] = []
-        self.sql = _PLACEHOLDER.sub(self._number, statement.sql).replace("%%", "%").encode()
-        self._prepared: weakref.WeakKeyDictionary[AsyncConnection[Any], tuple[Any, Any]] = \
-            weakref.WeakKeyDictionary()
-
-    def _number(self, match: re.Match[str]) -> str:
-        if match[1] not in self.names:
-            self.names.append(match[1])
-        return f"${self.names.index(match[1]) + 1}"
-
-    async def _send(self, conn: AsyncConnection[Any], pgconn: Any, encoding: str, params: list[Any]) -> Any:
-        prepared = self._prepared.get(conn)
-        if prepared is None:
-            tx = Transformer.from_context(conn)
-            tx.dump_sequence(params, [PyFormat.AUTO] * len(params))
-            pgconn.send_prepare(self.name, self.sql, param_types=tx.types)
-            with suppress(pg_errors.DuplicatePreparedStatement):  # prepared by a call cancelled meanwhile
-                await _result(pgconn, encoding)
-            prepared = self._prepared[conn] = (tx, tx.types)
-        tx, types = prepared
-        dumped = tx.dump_sequence(params, [PyFormat.AUTO] * len(params))
-        if tx.types == types:
-            pgconn.send_query_prepared(self.name, dumped, param_formats=tx.formats)
-        else:  # not the types it was prepared with (a naive datetime): sent as it is, unprepared
-            pgconn.send_query_params(self.sql, dumped, param_types=tx.types, param_formats=tx.formats)
-        return await _result(pgconn, encoding)
-
-    async def one(self, lane: Lane, conn: AsyncConnection[Any], values: dict[str, Any]) -> Any:
-        """The statement's first row, or None."""
-        if lane.trace is not None:
-            lane.trace.append(self.statement.sql)
-        bound = self.statement.bind(values)
-        params = [bound[name] for name in self.names]
-        async with conn.lock:
-            pgconn, encoding = conn.pgconn, conn.info.encoding
-            try:
-                result = await self._send(conn, pgconn, encoding, params)
-            except pg_errors.InvalidSqlStatementName:  # gone: psycopg sends DEALLOCATE ALL after a rollback
-                del self._prepared[conn]
-                result = await self._send(conn, pgconn, encoding, params)
-            if result.ntuples == 0:
-                return None
-            tx = self._prepared[conn][0]
-            if self.row is None:
-                self.row = namedtuple("Row", [result.fname(i).decode() for i in range(result.nfields)])  # type: ignore[misc]
-            tx.set_pgresult(result)
-            return tx.load_row(0, self.row._make)
-
-
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-
-
-async def _result(pgconn: Any, encoding: str) -> Any:
-    """Flush what was sent, then the statement's result once PostgreSQL has answered in full (libpq's
-    non-blocking calls, waiting on the event loop for the socket); psycopg's error if it failed."""
-    loop, fd = asyncio.get_running_loop(), pgconn.socket
-    while pgconn.flush():
-        await _ready(loop, fd, writing=True)
-    results = []
-    while True:
-        pgconn.consume_input()
-        while pgconn.is_busy():
-            await _ready(loop, fd, writing=False)
-            pgconn.consume_input()
-        result = pgconn.get_result()
-        if result is None:
-            break
-        results.append(result)
-    for result in results:
-        if result.status not in (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK):
-            raise pg_errors.error_from_result(result, encoding=encoding)
-    return results[-1]
-
-
-async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, writing: bool) -> None:
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    (loop.add_writer if writing else loop.add_reader)(fd, wake)
-    try:
-        await ready
-    finally:
-        (loop.remove_writer if writing else loop.remove_reader)(fd)
-
-
-_ACCESS_READ = {by_token: _Read(f"slotwise_paid_access_{'token' if by_token else 'email'}", ACCESS[by_token])
-                for by_token in (True, False)}
-
-
 def _visitor(token: str | None, email: str | None, at: datetime) -> dict[str, Any]:
     pa.Visitor(token, email)  # exactly one
     if token is not None:
@@ -279,8 +167,8 @@ async def check_access(lane: Lane, conn: AsyncConnection[Any], *, catalog: Catal
                        token: str | None, email: str | None, at: datetime) -> pa.Access:
     """``paid_access.check_access`` on the lane: one statement."""
     values = {"agent_id": agent_id, **_visitor(token, email, at)}
-    row = await _ACCESS_READ[token is not None].one(lane, conn, values)
-    return access_of(row, at, catalog.credits.costs["message"])
+    rows = await lane.run(conn, ACCESS[token is not None], values)
+    return access_of(rows[0] if rows else None, at, catalog.credits.costs["message"])
 
 
 async def visitor_message(lane: Lane, conn: AsyncConnection[Any], *, catalog: Catalog, agent_id: str,
