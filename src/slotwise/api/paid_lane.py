@@ -141,26 +141,7 @@ async def simulated_now(lane: Lane, conn: AsyncConnection[Any]) -> datetime | No
 
 def access_of(row: Any, at: datetime, message_cost: int) -> pa.Access:
     """``check_access``'s answer from its read (``row`` None, or no ``org_id``: no such agent)."""
-    if row is None or row.org_id is None or row.archived_at is not None:
-        return pa.Access(False, "agent_not_public", None, row.org_id or "" if row is not None else "")
-    view = None
-    if row.pass_id is not None:
-        view = pa.PassView(row.pass_id, pa.status_of(row, at), row.credits_left, row.expires_at)
-    reason: pa.Reason = "none"
-    if row.access_mode == "restricted" and not row.is_contact:
-        reason = "not_a_contact"
-    elif row.access_mode == "paid":
-        if not row.subscribed:
-            reason = "agent_not_public"
-        elif view is None or view.status == "refunded":
-            reason = "no_pass"
-        elif view.status == "expired":
-            reason = "expired"
-        elif view.status == "used_up":
-            reason = "credits_used"
-    if reason == "none" and (row.balance or 0) < message_cost:
-        reason = "org_out_of_credits"
-    return pa.Access(reason == "none", reason, view, row.org_id)
+    return pa.access_of(row, at=at, message_cost=message_cost)
 
 
 async def check_access(lane: Lane, conn: AsyncConnection[Any], *, catalog: Catalog, agent_id: str,

@@ -498,8 +498,15 @@ def check_access(db: Session, *, env: Env, agent_id: str, visitor: Visitor, at: 
         values.update(email_key=email_key(visitor.email or ""), at=at)
     # On the session's connection: the statement selects columns, not entities, so the ORM has nothing to do.
     row = db.connection().execute(_ACCESS[visitor.token is not None], values).one_or_none()
-    if row is None or row.archived_at is not None:
-        return Access(False, "agent_not_public", None, row.org_id if row is not None else "")
+    return access_of(row, at=at, message_cost=message_cost)
+
+
+def access_of(row: Any, *, at: datetime, message_cost: int) -> Access:
+    """The answer from the access check's one row (this module's statement, or the fast lane's with the
+    same columns: org_id, access_mode, archived_at, subscribed, balance, the pass's pass_id,
+    credits_left, expires_at and refunded_at, and is_contact); None, or no org_id: no such agent."""
+    if row is None or row.org_id is None or row.archived_at is not None:
+        return Access(False, "agent_not_public", None, (row.org_id or "") if row is not None else "")
     view = None
     if row.pass_id is not None:
         view = PassView(row.pass_id, status_of(row, at), row.credits_left, row.expires_at)

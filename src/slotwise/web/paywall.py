@@ -93,6 +93,11 @@ def _form(request: Request, state: AppState, wall: paid_access.Paywall, *, email
         "not_charged": error is not None and error.code in NOT_CHARGED, "stripe": stripe,
         "sandbox_cards": SANDBOX_CARDS, "action": f"/pay/{wall.agent_id}",
     }, status_code=status_code)
+    return _with_csrf(request, response, token, stripe)
+
+
+def _with_csrf(request: Request, response: Response, token: str, stripe: dict[str, str] | None) -> Response:
+    """A paywall form's response: its double-submit CSRF cookie, and with Stripe the page's policy."""
     response.set_cookie(PAY_CSRF_COOKIE, token, max_age=3600, path="/pay", httponly=True, samesite="lax",
                         secure=secure_cookies(request))
     if stripe is not None:
@@ -183,11 +188,7 @@ def verify_page(agent_id: str, request: Request, db: SessionDep, state: StateDep
         "wall": wall, "headline": HEADLINE, "waiting": waiting, "csrf": token, "checkout": waiting.checkout_key,
         "stripe": stripe, "action": f"/pay/{agent_id}/verify",
     })
-    response.set_cookie(PAY_CSRF_COOKIE, token, max_age=3600, path="/pay", httponly=True, samesite="lax",
-                        secure=secure_cookies(request))
-    if stripe is not None:
-        response.headers["Content-Security-Policy"] = _stripe_csp(stripe["js_url"])
-    return response
+    return _with_csrf(request, response, token, stripe)
 
 
 @router.post("/pay/{agent_id}/verify")
