@@ -64,6 +64,7 @@ from slotwise.money import round_half_up
 from slotwise.services.context import Actor, Env
 from slotwise.services.snapshot import locked_org
 from slotwise.services.spend import SpendRequest, Spent, spend
+from slotwise.services.verification import VerificationPending
 
 Mode = Literal["free", "restricted", "paid"]
 Reason = Literal["none", "agent_not_public", "not_a_contact", "no_pass", "expired", "credits_used",
@@ -73,11 +74,6 @@ MODES: tuple[Mode, ...] = ("free", "restricted", "paid")
 SUBSCRIBED = ("active", "past_due")  # an organization whose subscription is one of these may sell passes
 MAX_ACCESS_DAYS, MAX_MESSAGE_CREDITS = 3650, 1_000_000
 TOKEN_PREFIX = "swv_"
-
-
-class VerificationPending(SlotwiseError):
-    code, status = "verification_pending", 409
-    default_message = "Your bank has not confirmed this payment yet. Finish the verification, then try again."
 
 
 class AccessDenied(SlotwiseError):
@@ -444,6 +440,7 @@ class Access:
     reason: Reason
     pass_: PassView | None
     org_id: str
+    paid: bool = False  # the agent is Pay for Access (a message takes a pass credit)
 
 
 _PASS_COLUMNS = (Pass.id, Pass.org_id, Pass.credits_left, Pass.expires_at, Pass.refunded_at, Pass.email_key)
@@ -524,7 +521,7 @@ def access_of(row: Any, *, at: datetime, message_cost: int) -> Access:
             reason = "credits_used"
     if reason == "none" and (row.balance or 0) < message_cost:
         reason = "org_out_of_credits"
-    return Access(reason == "none", reason, view, row.org_id)
+    return Access(reason == "none", reason, view, row.org_id, paid=row.access_mode == "paid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,22 +540,20 @@ def visitor_message(db: Session, *, env: Env, agent_id: str, visitor: Visitor, r
     the first result and takes nothing."""
     access = check_access(db, env=env, agent_id=agent_id, visitor=visitor, at=at)
     view = access.pass_
-    paid = view is not None and access.reason in ("none", "org_out_of_credits") and _is_paid(db, agent_id)
+    paid = view is not None and access.reason in ("none", "org_out_of_credits") and access.paid
     if paid and view is not None:
         # Lock the pass, then decide on its newest state (another message may have taken the last credit).
         locked = db.execute(select(*_PASS_COLUMNS).where(Pass.id == view.id).with_for_update()).one()
         view = PassView(view.id, status_of(locked, at), locked.credits_left, locked.expires_at)
     request = SpendRequest(activity="message", reference=reference, model=model,  # type: ignore[arg-type]
                            agent_id=agent_id)
-    if access.org_id and _prior_spend(db, access.org_id, reference):  # a repeat: the first answer, nothing taken
-        done = spend(db.connection(), terms=env.catalog.credits, org_id=access.org_id, request=request, at=at,
-                     wall_now=wall_now)
-        return Message(done, view)
     reason = access.reason
     if paid and view is not None and view.status != "active":
         reason = {"expired": "expired", "used_up": "credits_used"}.get(view.status, "no_pass")  # type: ignore[assignment]
-    if reason not in ("none", "org_out_of_credits"):
+    refused = reason not in ("none", "org_out_of_credits")
+    if refused and not (access.org_id and _prior_spend(db, access.org_id, reference)):
         raise AccessDenied(_DENIED[reason], reason=reason)
+    # Allowed, or a repeat of a message answered before (the spend replays it, taking nothing).
     try:
         done = spend(db.connection(), terms=env.catalog.credits, org_id=access.org_id, request=request, at=at,
                      wall_now=wall_now)
@@ -578,10 +573,6 @@ _DENIED: dict[str, str] = {
     "expired": "This visitor's pass has expired.",
     "credits_used": "This visitor's pass has no messages left.",
 }
-
-
-def _is_paid(db: Session, agent_id: str) -> bool:
-    return db.scalar(select(Agent.access_mode).where(Agent.id == agent_id)) == "paid"
 
 
 def _prior_spend(db: Session, org_id: str, reference: str) -> bool:

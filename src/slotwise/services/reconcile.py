@@ -146,6 +146,7 @@ def _refund(db: Session, env: Env, charge: ProcessorCharge, invoice: Invoice | N
         env.gateway.refund(reference=charge.reference, amount=charge.amount, refunded_before=0,
                            idempotency_key=f"slotwise-reconcile-{charge.reference}")
     db.add(Charge(id=new_id("ch"), org_id=charge.org_id, invoice_id=invoice.id if invoice is not None else None,
-                  amount=charge.amount, currency=charge.currency.upper(), status="refunded",
-                  failure_code="reconciled_refund", gateway_reference=charge.reference, created_at=at))
+                  amount=charge.amount, currency=invoice.currency if invoice is not None else charge.currency,
+                  status="refunded", failure_code="reconciled_refund", gateway_reference=charge.reference,
+                  created_at=at))
     db.flush()
