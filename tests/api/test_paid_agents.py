@@ -309,6 +309,12 @@ class TestRefundsAndRevenue:
         assert revenue["active_subscribers"] == 1
         assert org.get(f"/revenue?agent_id={agent_id}").json()["totals"] == revenue["totals"]
 
+    @pytest.mark.parametrize("bad", ["%00", "a%0Ab", "x" * 65])
+    def test_a_bad_agent_filter_is_refused_not_a_500(self, api: Api, bad: str) -> None:
+        org = api.create_org("pro")
+        for suffix in ("/passes", "/revenue"):
+            error_of(org.get(f"{suffix}?agent_id={bad}"), 422, "invalid_request")
+
     def test_passes_and_revenue_are_the_owners_and_admins(self, api: Api, client: TestClient) -> None:
         org, agent_id = paid_agent(api)
         buy(client, agent_id)

@@ -3,6 +3,8 @@ the public paywall's purchase; and the platform's access check and visitor messa
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Request, Response
 
 from slotwise.api import paid_schemas as ps
@@ -16,6 +18,10 @@ from slotwise.services import paid_access as pa
 router = APIRouter(tags=["paid agents"])
 ORG = "/v1/organizations/{org}"
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": s.ErrorBody} for code in (401, 402, 403, 404, 409, 422)}
+# One agent's passes or revenue: an id, so never long and never a control character (PostgreSQL would
+# refuse a NUL in the lookup with a 500); otherwise 422 like any bad parameter.
+AgentFilter = Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$",
+                                          description="Only this agent's.")]
 PUBLIC_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": s.ErrorBody} for code in (402, 404, 409, 422, 503)}
 
 
@@ -87,7 +93,7 @@ def add_contact(body: ps.ContactIn, actor: OrgActor, db: SessionDep, now: NowDep
 @router.get(ORG + "/passes", response_model=s.Page[ps.PassOut], responses=ERRORS)
 def list_passes(actor: OrgActor, db: SessionDep, now: NowDep, limit: s.PageLimit = s.DEFAULT_PAGE_SIZE,
                 starting_after: s.StartingAfter = None,
-                agent_id: str | None = Query(default=None, max_length=64)) -> s.Page[ps.PassOut]:
+                agent_id: AgentFilter = None) -> s.Page[ps.PassOut]:
     """Newest first; one agent's with ``agent_id``. Owner or Admin."""
     rows = pa.passes_page(db, actor=actor, limit=limit, after=starting_after, agent_id=agent_id)
     return s.Page(data=[pass_out(p, now) for p in rows[:limit]], has_more=len(rows) > limit)
@@ -104,7 +110,7 @@ def refund(pass_id: str, actor: OrgActor, request: Request, db: SessionDep, env:
 
 @router.get(ORG + "/revenue", response_model=ps.RevenueOut, responses=ERRORS)
 def get_revenue(actor: OrgActor, db: SessionDep, now: NowDep,
-                agent_id: str | None = Query(default=None, max_length=64)) -> ps.RevenueOut:
+                agent_id: AgentFilter = None) -> ps.RevenueOut:
     """Gross, the platform's fee and net of the passes sold (refunded ones apart), per currency:
     overall and this calendar month; and the visitors holding a usable pass now. Owner or Admin."""
     found = pa.revenue(db, actor=actor, at=now, agent_id=agent_id)
