@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -497,3 +499,144 @@ class PassCheckout(Base):
     message_credits: Mapped[int] = mapped_column(Integer)
     action_intent: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# Integer primary keys that count up on every database (SQLite's ROWID; PostgreSQL's BIGSERIAL): the
+# order events and audit entries were written in.
+Seq = BigInteger().with_variant(Integer, "sqlite")
+
+
+class WebhookEndpoint(Base):
+    """Where the platform wants its events (SPEC §14): a URL, the event types it takes (NULL: all),
+    and its Standard Webhooks signing secret, kept sealed (never in clear at rest). A rotated secret
+    keeps signing beside the new one until ``previous_secret_until``."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    event_types: Mapped[str | None] = mapped_column(Text)  # JSON list; NULL: every type
+    description: Mapped[str | None] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(300))
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    previous_secret_sealed: Mapped[str | None] = mapped_column(Text)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)  # wall clock; NULL while it answers
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Event(Base):
+    """The outbox: one row per thing the platform may learn of, written in the transaction of the
+    change it describes (so it exists if and only if that change committed). ``id`` is the stable
+    ``webhook-id``; ``seq`` is the order of writing; ``payload`` is small (ids and the new state)."""
+
+    __tablename__ = "events"
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(Id, unique=True)
+    org_id: Mapped[str | None] = mapped_column(ForeignKey("organizations.id"))
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # JSON
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (Index("ix_events_org_seq", "org_id", "seq"),)
+
+
+class WebhookStream(Base):
+    """What one endpoint has been sent of one organization's events (``stream_key``: the org id, or
+    ``''`` for events of no organization): delivered in ``seq`` order, one worker at a time (a lease
+    in ``locked_until``), the next try due at ``run_at`` (wall clock)."""
+
+    __tablename__ = "webhook_streams"
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    stream_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)  # NULL: nothing to send
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebhookDelivery(Base):
+    """One event owed to one endpoint: pending until the endpoint answers 2xx (delivered), or until
+    the retries run out (failed). Written with the event, so nothing is owed that did not happen."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    stream_key: Mapped[str] = mapped_column(String(32))
+    event_seq: Mapped[int] = mapped_column(ForeignKey("events.seq"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # wall clock
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_stream", "endpoint_id", "stream_key", "status", "event_seq"),
+        UniqueConstraint("endpoint_id", "event_seq"),
+        CheckConstraint("status in ('pending', 'delivered', 'failed')", name="status"),
+    )
+
+
+class WebhookAttempt(Base):
+    """The delivery log: one row per request made to an endpoint (the operator reads and replays it)."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+                                             index=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)  # wall clock
+    status_code: Mapped[int | None] = mapped_column(Integer)  # NULL: no answer (refused, timed out)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    response_excerpt: Mapped[str | None] = mapped_column(String(500))
+    error: Mapped[str | None] = mapped_column(String(300))
+    replay: Mapped[bool] = mapped_column(Boolean, default=False)
+    __table_args__ = (Index("ix_webhook_attempts_endpoint", "endpoint_id", "attempted_at"),)
+
+
+class AuditEntry(Base):
+    """One billing change, for the Owner (SPEC §14): who (a user, the operator, or the system), what
+    (``kind``), before → after (small JSON), and the money and invoice where money moved. Immutable:
+    nothing updates or deletes a row (the database refuses both)."""
+
+    __tablename__ = "audit_entries"
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(Id, unique=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(String(32))  # the user's id; NULL for operator and system
+    actor_label: Mapped[str | None] = mapped_column(String(320))  # the user's email then, for display
+    kind: Mapped[str] = mapped_column(String(48))
+    subject_id: Mapped[str | None] = mapped_column(String(64))  # the agent, pass, member … it is about
+    before: Mapped[str | None] = mapped_column(Text)  # JSON
+    after: Mapped[str | None] = mapped_column(Text)  # JSON
+    amount: Mapped[int | None] = mapped_column(BigInteger)  # minor units, where money moved
+    currency: Mapped[str | None] = mapped_column(String(3))
+    invoice_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)  # billing clock
+    __table_args__ = (
+        Index("ix_audit_entries_org_seq", "org_id", "seq"),
+        Index("ix_audit_entries_org_kind_seq", "org_id", "kind", "seq"),
+        CheckConstraint("actor_type in ('user', 'operator', 'system')", name="actor_type"),
+    )
+
+
+# The database itself refuses to change or remove an audit entry (created with the table, here for
+# ``create_all`` and in migration 0012 for ``slotwise migrate``). TRUNCATE, a test's reset, is not a
+# row change.
+AUDIT_IMMUTABLE: dict[str, tuple[str, ...]] = {
+    "postgresql": (
+        "CREATE OR REPLACE FUNCTION audit_entries_immutable() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'audit entries are immutable'; END $$",
+        "CREATE TRIGGER audit_entries_immutable BEFORE UPDATE OR DELETE ON audit_entries "
+        "FOR EACH ROW EXECUTE FUNCTION audit_entries_immutable()",
+    ),
+    "sqlite": (
+        "CREATE TRIGGER audit_entries_no_update BEFORE UPDATE ON audit_entries "
+        "BEGIN SELECT RAISE(ABORT, 'audit entries are immutable'); END",
+        "CREATE TRIGGER audit_entries_no_delete BEFORE DELETE ON audit_entries "
+        "BEGIN SELECT RAISE(ABORT, 'audit entries are immutable'); END",
+    ),
+}
+for _dialect, _statements in AUDIT_IMMUTABLE.items():
+    for _statement in _statements:
+        event.listen(AuditEntry.__table__, "after_create",
+                     DDL(_statement).execute_if(dialect=_dialect))  # type: ignore[no-untyped-call]

@@ -1,0 +1,80 @@
+"""Events for the platform (SPEC §14), the writing side: the outbox.
+
+``emit`` is called inside the transaction of the change an event describes. It writes the event and,
+for every enabled endpoint that takes its type, what that endpoint is owed (a delivery) and a due
+mark on the endpoint's stream for the organization, so the event exists, and is owed, if and only if
+the change commits. Delivering it is the worker's (``services.webhook_delivery``).
+
+An event's payload is small: the ids and the new state, never the whole organization.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.orm import Session
+
+from slotwise.clock import wall_now
+from slotwise.models import UTCDateTime, new_id
+
+# Every type slotwise emits (an endpoint's ``events`` must name types from here).
+EVENT_TYPES: tuple[str, ...] = (
+    "organization.created",
+    "subscription.updated",
+    "addon.updated",
+    "invoice.paid",
+    "invoice.payment_failed",
+    "payment.action_required",
+    "credits.low",
+    "credits.depleted",
+    "credits.recharged",
+    "auto_recharge.disabled",
+    "pass.created",
+    "pass.refunded",
+)
+
+_INSERT_EVENT = text(
+    "INSERT INTO events (id, org_id, type, payload, created_at) "
+    "VALUES (:id, :org_id, :type, :payload, :created_at) RETURNING seq"
+).bindparams(bindparam("created_at", type_=UTCDateTime()))
+_ENDPOINTS = text("SELECT id, event_types FROM webhook_endpoints WHERE enabled")
+_INSERT_DELIVERY = text(
+    "INSERT INTO webhook_deliveries (id, endpoint_id, stream_key, event_seq, status, attempts, "
+    "next_attempt_at, created_at) VALUES (:id, :endpoint_id, :stream_key, :event_seq, 'pending', 0, :due, :due)"
+).bindparams(bindparam("due", type_=UTCDateTime()))
+# A stream already waiting (due, or backing off after a failure) keeps its time: its head goes first.
+_MARK_STREAM = text(
+    "INSERT INTO webhook_streams (endpoint_id, stream_key, run_at) VALUES (:endpoint_id, :stream_key, :due) "
+    "ON CONFLICT (endpoint_id, stream_key) DO UPDATE "
+    "SET run_at = COALESCE(webhook_streams.run_at, excluded.run_at)"
+).bindparams(bindparam("due", type_=UTCDateTime()))
+
+
+def takes(event_types: str | None, event_type: str) -> bool:
+    """Whether an endpoint subscribed to ``event_types`` (its JSON list; NULL: all) takes this type."""
+    return event_types is None or event_type in json.loads(event_types)
+
+
+def emit(db: Session, *, org_id: str | None, type: str, data: Mapping[str, Any], at: datetime) -> str:
+    """Write one event in the caller's transaction, owed to every enabled endpoint taking ``type``;
+    its id (the ``webhook-id`` every attempt carries). ``at`` is the billing clock's time of the change."""
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}")
+    event_id = new_id("evt")
+    payload = json.dumps(dict(data), separators=(",", ":"), sort_keys=True, default=str)
+    seq = db.execute(_INSERT_EVENT, {"id": event_id, "org_id": org_id, "type": type, "payload": payload,
+                                     "created_at": at}).scalar_one()
+    owed = [row.id for row in db.execute(_ENDPOINTS) if takes(row.event_types, type)]
+    if owed:
+        due = wall_now()
+        stream_key = org_id or ""
+        db.execute(_INSERT_DELIVERY, [{"id": new_id("whd"), "endpoint_id": endpoint_id, "stream_key": stream_key,
+                                       "event_seq": seq, "due": due} for endpoint_id in owed])
+        db.execute(_MARK_STREAM, [{"endpoint_id": endpoint_id, "stream_key": stream_key, "due": due}
+                                  for endpoint_id in owed])
+    return event_id
+
