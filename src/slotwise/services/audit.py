@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from slotwise.models import UTCDateTime, new_id
+from slotwise.models import User, UTCDateTime, new_id
+from slotwise.services.context import Actor
 
 ActorType = Literal["user", "operator", "system"]
 
@@ -31,6 +32,13 @@ class By:
 
 OPERATOR = By("operator", label="operator")
 SYSTEM = By("system", label="slotwise")
+
+
+def by_user(db: Session, actor: Actor) -> By:
+    """The acting user, with their email as it is now (kept in the entry: a later change of email
+    or a removed member does not rewrite history)."""
+    email = db.execute(select(User.email).where(User.id == actor.user_id)).scalar_one_or_none()
+    return By("user", actor.user_id, email)
 
 _INSERT = text(
     "INSERT INTO audit_entries (id, org_id, actor_type, actor_id, actor_label, kind, subject_id, before, "
