@@ -485,7 +485,8 @@ class PassCheckout(Base):
     """A pass bought on the paywall whose payment waits for the visitor's bank (SCA): what the pass
     will be, at the price quoted then, and the processor's intent. It becomes the pass (same id) once
     the payment is verified — by the visitor's verify call, the processor's webhook or the billing
-    run's reconciliation — and is deleted if the bank refuses. Grants nothing meanwhile."""
+    run's reconciliation — and is deleted if the bank refuses, or by the billing run once it has
+    waited a week unverified. Grants nothing meanwhile."""
 
     __tablename__ = "pass_checkouts"
     id: Mapped[str] = mapped_column(Id, primary_key=True)  # the pass's id to be

@@ -6,6 +6,7 @@ revenue."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -383,3 +384,77 @@ class TestBankVerification:
 def only_pass_id(engine: Engine) -> str:
     with engine.connect() as conn:
         return str(conn.execute(text("select id from passes")).scalar_one())
+
+
+class TestAbandonedVerifications:
+    """A pass payment the visitor never verifies is not kept for ever: after the week a purchase may
+    wait, the billing run asks the processor once more — paid after all: the pass; otherwise the
+    checkout is given up (it granted nothing)."""
+
+    def test_given_up_after_a_week_and_nothing_granted(self, api: Api, client: TestClient, engine: Engine) -> None:
+        org, agent_id = paid_agent(api)
+        error_of(buy(client, agent_id, card=NEEDS_VERIFICATION), 402, "payment_action_required")
+        assert api.advance(6)["expired"] == [] and count(engine, "pass_checkouts", org) == 1
+        with engine.connect() as conn:
+            pass_id = conn.execute(text("select id from pass_checkouts")).scalar_one()
+        assert api.advance(2)["expired"] == [pass_id]
+        assert count(engine, "pass_checkouts", org) == 0 and count(engine, "passes", org) == 0
+        assert count(engine, "contacts", org) == 0
+        assert access(api, agent_id, visitor_email="visitor@example.test")["reason"] == "no_pass"
+        error_of(client.post(f"/v1/agents/{agent_id}/checkout/verify", json={"checkout": "form-1"}), 404, "not_found")
+        assert api.advance(8)["expired"] == []  # once
+
+    def test_paid_after_all_becomes_the_pass(self, api: Api, client: TestClient, engine: Engine, env: Any) -> None:
+        org, agent_id = paid_agent(api)
+        error_of(buy(client, agent_id, card=NEEDS_VERIFICATION), 402, "payment_action_required")
+        assert api.advance(3)["expired"] == []
+        with engine.connect() as conn:
+            intent = conn.execute(text("select action_intent from pass_checkouts")).scalar_one()
+        assert env.gateway.complete_verification(intent_id=intent, verdict="approve").succeeded
+        assert api.advance(5)["expired"] == []
+        assert count(engine, "pass_checkouts", org) == 0 and count(engine, "passes", org) == 1
+        assert access(api, agent_id, visitor_email="visitor@example.test")["allowed"] is True
+
+
+class TestEventsAndAudit:
+    """What the platform learns (``pass.created``, ``pass.refunded``) and what the Owner reads in the
+    audit trail, written with the sale, the refund and the access change — once each."""
+
+    def rows(self, engine: Engine, sql: str, org: Org) -> list[Any]:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql), {"o": org.id}).all())
+
+    def test_a_sale_and_its_refund(self, api: Api, client: TestClient, engine: Engine) -> None:
+        org, agent_id = paid_agent(api)
+        sold = buy(client, agent_id).json()["pass"]
+        buy(client, agent_id)  # the same checkout again: no second sale
+        error_of(buy(client, agent_id, card=DECLINED_AT_CHARGE, checkout="form-2"), 402, "payment_failed")
+        org.post(f"/passes/{sold['id']}/refund")
+        org.post(f"/passes/{sold['id']}/refund")  # answered as it is
+        events = self.rows(engine, "select type, payload from events where org_id = :o and type like 'pass.%' "
+                                   "order by seq", org)
+        assert [e.type for e in events] == ["pass.created", "pass.refunded"]
+        created, refunded = (json.loads(e.payload) for e in events)
+        assert created["pass"] == sold["id"] and created["agent"] == agent_id
+        assert (created["price"], created["platform_fee"], created["net"], created["currency"]) == (999, 50, 949, "usd")
+        assert created["visitor_email"] == "visitor@example.test" and created["message_credits"] == 3
+        assert refunded == {"pass": sold["id"], "agent": agent_id, "amount": 999, "currency": "usd"}
+
+        entries = self.rows(engine, "select kind, actor_type, actor_label, subject_id, amount, currency from "
+                                    "audit_entries where org_id = :o and kind like 'pass.%' order by seq", org)
+        assert [(e.kind, e.actor_type, e.subject_id, e.amount, e.currency) for e in entries] == [
+            ("pass.sold", "system", sold["id"], 999, "usd"), ("pass.refunded", "user", sold["id"], 999, "usd")]
+        assert entries[0].actor_label == "visitor visitor@example.test"
+        [owner] = self.rows(engine, "select id, email from users where org_id = :o and role = 'owner'", org)
+        assert entries[1].actor_label == owner.email
+
+    def test_an_access_change_is_audited_once_with_before_and_after(self, api: Api, engine: Engine) -> None:
+        org, agent_id = paid_agent(api)
+        assert set_access(org, agent_id, "paid").status_code == 200  # no change: no entry
+        assert set_access(org, agent_id, "restricted").status_code == 200
+        entries = self.rows(engine, "select before, after, subject_id from audit_entries where org_id = :o "
+                                    "and kind = 'agent.access_changed' order by seq", org)
+        assert [json.loads(e.after)["mode"] for e in entries] == ["paid", "restricted"]
+        assert json.loads(entries[0].before) == {"mode": "free", "price": None, "currency": None,
+                                                 "access_days": None, "message_credits": None}
+        assert json.loads(entries[1].before)["mode"] == "paid" and entries[1].subject_id == agent_id

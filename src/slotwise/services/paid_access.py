@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from slotwise import repositories as repo
 from slotwise.errors import (
@@ -61,10 +61,11 @@ from slotwise.models import (
     new_id,
 )
 from slotwise.money import round_half_up
+from slotwise.services import audit, events
 from slotwise.services.context import Actor, Env
 from slotwise.services.snapshot import locked_org
 from slotwise.services.spend import SpendRequest, Spent, spend
-from slotwise.services.verification import VerificationPending
+from slotwise.services.verification import VERIFICATION_WINDOW, VerificationPending
 
 Mode = Literal["free", "restricted", "paid"]
 Reason = Literal["none", "agent_not_public", "not_a_contact", "no_pass", "expired", "credits_used",
@@ -161,6 +162,7 @@ def configure_access(db: Session, *, actor: Actor, agent_id: str, mode: str, pai
         raise InvalidRequest("The access mode is free, restricted or paid.", field="mode")
     locked_org(db, actor.org_id)
     agent = _agent_in_org(db, actor.org_id, agent_id)
+    before = _access_settings(agent)
     if agent.archived_at is not None and mode != "free":
         raise Conflict("This agent is archived. Unarchive it before opening it to visitors.", field="mode")
     if paid is not None:
@@ -175,7 +177,15 @@ def configure_access(db: Session, *, actor: Actor, agent_id: str, mode: str, pai
             raise SubscriptionRequired("Pay for Access needs an active subscription. Choose a paid plan first.")
     agent.access_mode = mode
     db.flush()
+    if (after := _access_settings(agent)) != before:
+        audit.record(db, org_id=actor.org_id, by=audit.by_user(db, actor), kind="agent.access_changed", at=at,
+                     subject_id=agent.id, before=before, after=after)
     return agent
+
+
+def _access_settings(agent: Agent) -> dict[str, Any]:
+    return {"mode": agent.access_mode, "price": agent.paid_price, "currency": agent.paid_currency,
+            "access_days": agent.paid_access_days, "message_credits": agent.paid_message_credits}
 
 
 def add_contact(db: Session, *, actor: Actor, email: str, at: datetime) -> tuple[Contact, bool]:
@@ -348,6 +358,15 @@ def _sell(db: Session, env: Env, bought: PassCheckout, reference: str, at: datet
                 token_hash=token_hash(token))
     db.add(sold)
     db.flush()
+    events.emit(db, org_id=sold.org_id, type="pass.created", at=at, data={
+        "pass": sold.id, "agent": sold.agent_id, "contact": contact.id, "visitor_email": sold.visitor_email,
+        "price": sold.price, "currency": sold.currency, "platform_fee": fee, "net": sold.net,
+        "message_credits": sold.message_credits, "expires_at": sold.expires_at.isoformat()})
+    audit.record(db, org_id=sold.org_id, by=audit.By("system", label=f"visitor {sold.visitor_email}"),
+                 kind="pass.sold", at=at, subject_id=sold.id, amount=sold.price, currency=sold.currency,
+                 after={"agent": sold.agent_id, "visitor_email": sold.visitor_email, "platform_fee": fee,
+                        "net": sold.net, "message_credits": sold.message_credits,
+                        "expires_at": sold.expires_at.isoformat()})
     return Purchase(sold, token, False)
 
 
@@ -400,6 +419,34 @@ def complete_paid_checkout(db: Session, *, env: Env, pass_id: str, reference: st
     db.delete(waiting)
     db.flush()
     return True
+
+
+def expire_waiting_checkouts(factory: sessionmaker[Session], *, env: Env, at: datetime) -> list[str]:
+    """The billing run's part for the paywall: a pass payment left waiting for the visitor's bank
+    longer than a purchase may wait (``verification.VERIFICATION_WINDOW``) is asked of the processor
+    once more — paid after all: the pass is made; still waiting or refused: the checkout is given up
+    (it granted nothing; a late payment is refunded by reconciliation). One transaction each, on
+    the agent's lock as the paywall takes it. Returns the pass ids given up."""
+    with factory() as db:
+        due = db.execute(select(PassCheckout.id, PassCheckout.agent_id)
+                         .where(PassCheckout.created_at <= at - VERIFICATION_WINDOW)).all()
+    given_up = []
+    for row in due:
+        with factory.begin() as db:
+            db.execute(select(Agent.id).where(Agent.id == row.agent_id).with_for_update())
+            waiting = db.get(PassCheckout, row.id)
+            if waiting is None:
+                continue  # verified or refused meanwhile
+            result = env.gateway.complete_verification(intent_id=waiting.action_intent)
+            if result.outcome is ChargeOutcome.RETRYABLE:
+                continue  # the processor did not answer: the next run asks again
+            if not result.succeeded:
+                given_up.append(waiting.id)
+            elif db.get(Pass, waiting.id) is None:
+                _sell(db, env, waiting, result.reference, at)
+            db.delete(waiting)
+            db.flush()
+    return given_up
 
 
 def pass_recorded(db: Session, pass_id: str) -> bool:
@@ -597,6 +644,11 @@ def refund_pass(db: Session, *, env: Env, actor: Actor, pass_id: str, at: dateti
                               idempotency_key=f"slotwise-pass-refund-{sold.id}")
     sold.refunded_at, sold.refund_reference = at, made.reference
     db.flush()
+    events.emit(db, org_id=sold.org_id, type="pass.refunded", at=at, data={
+        "pass": sold.id, "agent": sold.agent_id, "amount": sold.price, "currency": sold.currency})
+    audit.record(db, org_id=sold.org_id, by=audit.by_user(db, actor), kind="pass.refunded", at=at,
+                 subject_id=sold.id, amount=sold.price, currency=sold.currency,
+                 before={"status": "active", "credits_left": sold.credits_left}, after={"status": "refunded"})
     return sold
 
 

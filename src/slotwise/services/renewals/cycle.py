@@ -45,7 +45,7 @@ class SweepReport:
     refilled: list[str] = field(default_factory=list)  # organization ids, once per period's credits granted
     reconciled: list[str] = field(default_factory=list)  # invoice ids paid with a payment found at the processor
     refunded: list[str] = field(default_factory=list)  # processor payments slotwise had no invoice for, given back
-    expired: list[str] = field(default_factory=list)  # purchases void: their bank verification ran out of time
+    expired: list[str] = field(default_factory=list)  # purchases void, passes given up: verification ran out of time
 
     def merge(self, other: SweepReport) -> None:
         for name in self.__dataclass_fields__:

@@ -64,13 +64,15 @@ def sweep(
 
     Safe to run concurrently or again after a crash: each organization is re-read under its lock, and
     committed work is never redone (what is done is no longer due). Last, it voids the purchases
-    whose bank verification ran out of time (``verification.expire_waiting``) and reconciles the
-    processor's recent payments with what was recorded (``services.reconcile``). Passes skip what other transactions
-    hold until nothing else is due; then one more waits for it, so nothing due by ``at`` is left undone.
+    whose bank verification ran out of time (``verification.expire_waiting``; the paywall's
+    ``paid_access.expire_waiting_checkouts``) and reconciles the processor's recent payments with what
+    was recorded (``services.reconcile``). Passes skip what other transactions hold until nothing else
+    is due; then one more waits for it, so nothing due by ``at`` is left undone.
     ``report`` collects the ids (a caller may pass one that keeps them elsewhere than in memory);
     ``progress`` is called after each batch.
     """
     # Imported here: reconciliation settles through ``cycle`` and ``verification``, which import this package.
+    from slotwise.services.paid_access import expire_waiting_checkouts
     from slotwise.services.reconcile import reconcile
     from slotwise.services.verification import expire_waiting
 
@@ -79,10 +81,9 @@ def sweep(
     for skip_held in (True, False):
         while _sweep_pass(factory, env=env, at=at, skip_held=skip_held, report=report, tally=tally):
             pass  # organizations were left due by a transaction's share of renewals: go round again
-    # Then the processor's payments slotwise has no record of (a crash between charge and commit).
-    # Purchases whose bank verification ran out of time, then the processor's payments slotwise has no
-    # record of (a crash between charge and commit, a bank that paid a void invoice late).
-    expired = expire_waiting(factory, env=env, at=at)
+    # Purchases (and paywall passes) whose bank verification ran out of time, then the processor's
+    # payments slotwise has no record of (a crash between charge and commit, a bank that paid late).
+    expired = expire_waiting(factory, env=env, at=at) + expire_waiting_checkouts(factory, env=env, at=at)
     reconciled = reconcile(factory, env=env, at=at)
     report.merge(SweepReport(reconciled=reconciled.completed, refunded=reconciled.refunded, expired=expired))
     with factory.begin() as db:
