@@ -21,6 +21,10 @@ use, so a wrong query there cannot hide the damage it did. Checks, per organizat
   organization's counter stands at the last one.
 * ``credits``: the organization has a credit account; each pool's balance equals the sum of its
   ledger entries (SPEC §11) and neither is negative.
+* ``passes`` (SPEC §13): a pass has between 0 and the message credits it was sold with, expires its
+  access days after its sale, is refunded with the processor's refund on record (or not at all), and
+  is one payment's alone; and the pass credits taken on an agent are no more than the messages spent
+  on it in the ledger (a credit taken always goes with its spend, in one transaction).
 
 On PostgreSQL the whole run reads one REPEATABLE READ snapshot, so it can run beside live traffic
 without seeing half of someone else's transaction; on SQLite the transaction holds the write lock.
@@ -33,7 +37,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -54,6 +58,7 @@ from slotwise.models import (
     InvoiceLine,
     OrgAddon,
     Organization,
+    Pass,
     Subscription,
     User,
 )
@@ -120,6 +125,7 @@ def diagnose(db: Session, catalog: Catalog, *, org_ids: Collection[str] | None =
                 _charges(org),
                 _numbering(org),
                 _credits(org),
+                _passes(org),
             ):
                 result.violations.extend(check)
     result.violations.extend(Violation("processor_payments", org_id, detail)
@@ -141,6 +147,8 @@ class _Org:
     members: int = 0  # members and pending invitations
     account: Any = None  # plan_balance, topup_balance; None: no credit account
     ledger: tuple[int, int] = (0, 0)  # the sums of the plan and top-up deltas
+    passes: list[Any] = field(default_factory=list)
+    messages: dict[str, int] = field(default_factory=dict)  # message spends in the ledger, by agent
 
     @property
     def id(self) -> str:
@@ -204,6 +212,18 @@ def _read(db: Session, batch: Rows) -> list[_Org]:
             .where(CreditEntry.org_id.in_(ids)).group_by(CreditEntry.org_id))
     for org_id, plan, topup in db.execute(sums):
         orgs[org_id].ledger = (int(plan), int(topup))
+    passes = select(Pass.org_id, Pass.id, Pass.agent_id, Pass.message_credits, Pass.credits_left, Pass.access_days,
+                    Pass.created_at, Pass.expires_at, Pass.refunded_at, Pass.refund_reference, Pass.gateway_reference)
+    for sold in db.execute(passes.where(Pass.org_id.in_(ids))):
+        orgs[sold.org_id].passes.append(sold)
+    paid_agents = {sold.agent_id for org in orgs.values() for sold in org.passes}
+    if paid_agents:
+        messages = (select(CreditEntry.org_id, CreditEntry.agent_id, func.count())
+                    .where(CreditEntry.org_id.in_(ids), CreditEntry.agent_id.in_(paid_agents),
+                           CreditEntry.kind == "spend", CreditEntry.activity == "message")
+                    .group_by(CreditEntry.org_id, CreditEntry.agent_id))
+        for row in db.execute(messages):
+            orgs[row[0]].messages[str(row[1])] = row[2]
     return list(orgs.values())
 
 
@@ -336,6 +356,30 @@ def _credits(org: _Org) -> Iterator[Violation]:
             yield Violation("credits", org.id, f"{pool} balance {balance} ≠ {entries}, the sum of its ledger entries")
         if balance < 0:
             yield Violation("credits", org.id, f"{pool} balance {balance} is below zero")
+
+
+def _passes(org: _Org) -> Iterator[Violation]:
+    taken: Counter[str] = Counter()
+    payments = Counter(sold.gateway_reference for sold in org.passes)
+    for sold in org.passes:
+        taken[sold.agent_id] += sold.message_credits - sold.credits_left
+        if not 0 <= sold.credits_left <= sold.message_credits:
+            yield Violation("passes", org.id, f"pass {sold.id} has {sold.credits_left} of its "
+                                              f"{sold.message_credits} message credits left")
+        if sold.expires_at != sold.created_at + timedelta(days=sold.access_days):
+            yield Violation("passes", org.id, f"pass {sold.id} expires {sold.expires_at:%Y-%m-%d %H:%M}, not "
+                                              f"{sold.access_days} days after its sale")
+        if (sold.refunded_at is None) != (sold.refund_reference is None):
+            yield Violation("passes", org.id, f"pass {sold.id} is refunded without the processor's refund "
+                                              "on record" if sold.refund_reference is None else
+                                              f"pass {sold.id} has a refund on record but is not refunded")
+        if payments[sold.gateway_reference] > 1:
+            yield Violation("passes", org.id, f"pass {sold.id} shares its payment {sold.gateway_reference} "
+                                              "with another pass")
+    for agent_id, credits in sorted(taken.items()):
+        if credits > org.messages.get(agent_id, 0):
+            yield Violation("passes", org.id, f"agent {agent_id}: {credits} pass credits taken, but "
+                                              f"{org.messages.get(agent_id, 0)} messages spent in the ledger")
 
 
 def _span(start: datetime, end: datetime) -> str:

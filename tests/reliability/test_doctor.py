@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -28,12 +29,13 @@ from slotwise.models import (
     InvoiceLine,
     OrgAddon,
     Organization,
+    Pass,
     Subscription,
     new_id,
 )
 from slotwise.periods import period_at_index
 from tests.conftest import OPERATOR_KEY
-from tests.factories import DECLINED_CARD, Api, change_plan, set_card
+from tests.factories import DECLINED_CARD, Api, Org, change_plan, set_card
 
 
 @dataclass
@@ -47,7 +49,8 @@ class History:
 def build_history(api: Api) -> History:
     busy = api.create_org("pro")
     assert busy.add_slots("agent_slots", 3).status_code == 200
-    busy.create_agents(7)
+    tutor = busy.create_agents(7)[0]
+    sell_a_pass(api, busy, tutor)
     assert busy.add_slots("member_slots", 2).status_code == 200
     busy.add_member()
     api.advance(31)  # renewal 1 bills the slots at their renewal quantity
@@ -61,6 +64,19 @@ def build_history(api: Api) -> History:
     free = api.create_org("free")
     api.advance(31)  # renewal 2 for busy; past_due's charge fails; canceled ends
     return History(busy.id, past_due.id, canceled.id, free.id)
+
+
+def sell_a_pass(api: Api, org: Org, agent_id: str) -> None:
+    """A paid agent with a pass sold and two of its messages sent (SPEC §13)."""
+    paid = {"price": 500, "currency": "usd", "access_days": 30, "message_credits": 5}
+    assert org.put(f"/agents/{agent_id}/access", {"mode": "paid", "paid": paid}).status_code == 200
+    bought = api.client.post(f"/v1/agents/{agent_id}/checkout", json={
+        "email": "visitor@example.test", "card_number": "4242424242424242", "checkout": "doctor"})
+    token = bought.json()["visitor_token"]
+    for n in range(2):
+        sent = api.client.post(f"/v1/agents/{agent_id}/messages", json={"reference": f"m{n}", "visitor_token": token},
+                               headers=api.bearer(api.operator_key))
+        assert sent.status_code == 200, sent.text
 
 
 def checks_of(sessions: sessionmaker[Session], org_id: str) -> set[str]:
@@ -213,6 +229,32 @@ def missing_account(db: Session, h: History) -> str:
     return h.past_due
 
 
+def _sold_pass(db: Session, h: History) -> Pass:
+    sold = db.scalars(select(Pass).where(Pass.org_id == h.busy)).one()
+    return sold
+
+
+def pass_credit_taken_without_its_message(db: Session, h: History) -> str:
+    _sold_pass(db, h).credits_left -= 1
+    return h.busy
+
+
+def pass_credits_above_what_was_sold(db: Session, h: History) -> str:
+    sold = _sold_pass(db, h)
+    sold.credits_left = sold.message_credits + 1
+    return h.busy
+
+
+def pass_expiry_moved(db: Session, h: History) -> str:
+    _sold_pass(db, h).expires_at += timedelta(days=1)
+    return h.busy
+
+
+def pass_refunded_without_the_refund(db: Session, h: History) -> str:
+    _sold_pass(db, h).refunded_at = func.now()
+    return h.busy
+
+
 Corruption = Callable[[Session, History], str]
 CORRUPTIONS: list[tuple[Corruption, set[str]]] = [
     (agent_beyond_capacity, {"capacity"}),
@@ -235,6 +277,10 @@ CORRUPTIONS: list[tuple[Corruption, set[str]]] = [
     (lost_refill_entry, {"credits"}),
     (stray_ledger_entry, {"credits"}),
     (missing_account, {"credits"}),
+    (pass_credit_taken_without_its_message, {"passes"}),
+    (pass_credits_above_what_was_sold, {"passes"}),
+    (pass_expiry_moved, {"passes"}),
+    (pass_refunded_without_the_refund, {"passes"}),
 ]
 
 
