@@ -216,7 +216,8 @@ class Organizations:
         for t, rows in self.rows.items():  # its organization's)
             for row in rows:
                 for key in t.primary_key.columns if len(t.primary_key.columns) == 1 else ():
-                    self.keys.setdefault(row[key.name], key.table.name)
+                    if key.autoincrement is not True:  # a counter (events, audit entries) is the copy's own
+                        self.keys.setdefault(row[key.name], key.table.name)
 
     @staticmethod
     def _paid_agent(db: Session, owner: Actor) -> None:
@@ -249,9 +250,10 @@ class Organizations:
                 if not rows:
                     continue
                 unique = _unique(table)
+                counted = {c.name for c in table.primary_key.columns if c.autoincrement is True}
                 conn.execute(insert(table), [
                     {c: self._copy(v, n) if v is not None and (v in self.keys or c in unique) else v
-                     for c, v in row.items()}
+                     for c, v in row.items() if c not in counted}
                     for n in range(first, first + count) for row in rows])
             if conn.dialect.name == "postgresql":
                 conn.execute(text("ANALYZE"))
