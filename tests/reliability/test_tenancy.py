@@ -150,6 +150,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", ORG_PREFIX + "/passes"): Rule("billing_reader", 200),
     ("POST", ORG_PREFIX + "/passes/{pass_id}/refund"): Rule("owner", 200),
     ("GET", ORG_PREFIX + "/revenue"): Rule("billing_reader", 200),
+    # The audit trail (SPEC §14) names every member's changes and every amount: the Owner's alone.
+    ("GET", ORG_PREFIX + "/audit-log"): Rule("owner", 200),
 }
 
 

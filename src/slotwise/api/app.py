@@ -25,7 +25,7 @@ from slotwise.api.fastlane import Lane
 from slotwise.api.fastroutes import FastRoutes
 from slotwise.api.limits import BodySizeLimit
 from slotwise.api.responses import busy_response, error_response
-from slotwise.api.routers import billing, checkout, operator, paid_access, spend, team, usage, webhooks
+from slotwise.api.routers import audit, billing, checkout, operator, paid_access, spend, team, usage, webhooks
 from slotwise.api.routers.credits import router as credits_router
 from slotwise.catalog import Catalog, load_catalog
 from slotwise.clock import Clock, SimulatedClock, SystemClock
@@ -165,5 +165,6 @@ def create_app(
     app.include_router(credits_router)
     app.include_router(checkout.router)
     app.include_router(paid_access.router)
+    app.include_router(audit.router)
     web.install(app)  # the customer pages (Jinja2) and their static files
     return app
