@@ -21,7 +21,8 @@ Search API, ``requires_action`` (not ``authentication_required``) for 3155/3184 
 checks), ``description``/``setup_future_usage``/``return_url``/``error_on_requires_action`` refused, no
 ``amount_received``. Webhooks are registered with ``POST /_config/webhooks/{id}`` {url, secret} and
 signed like Stripe's; a stand-in Stripe.js is served at ``/js.stripe.com/v3/`` (its 3-D Secure modal
-calls ``POST /v1/payment_intents/{id}/_authenticate`` {client_secret, success, key: pk_…}).
+calls ``POST /v1/payment_intents/{id}/_authenticate`` {client_secret, success, key: pk_…}); it lacks
+``createPaymentMethod``, which is added here (``POST /v1/payment_methods`` with the publishable key).
 """
 
 from __future__ import annotations
@@ -266,9 +267,51 @@ def _patch_localstripe() -> Any:  # pragma: no cover - runs in the subprocess
             return web.json_response(error.body, status=402)
         return response
 
+    @web.middleware
+    async def create_payment_method(request: web.Request,
+                                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                                    ) -> web.StreamResponse:
+        # Stripe.js's createPaymentMethod: the stand-in script gets it, and the route takes the
+        # publishable key in the body, as Stripe does for what the browser sends.
+        if request.method == "GET" and request.path == "/js.stripe.com/v3/":
+            response = await handler(request)
+            assert isinstance(response, web.Response) and response.text is not None
+            return web.Response(text=response.text + CREATE_PAYMENT_METHOD_JS, content_type="application/javascript")
+        browser = "Authorization" not in request.headers
+        if request.method == "POST" and request.path == "/v1/payment_methods" and browser:
+            data = json.loads(await request.text() or "{}")
+            if not str(data.pop("key", "")).startswith("pk_"):
+                return web.json_response({"error": {"type": "invalid_request_error", "message": "No API key"}},
+                                         status=401)
+            try:
+                made = r.PaymentMethod._api_create(**data)
+            except UserError as error:
+                return error.to_response()  # type: ignore[no-any-return]
+            return web.json_response(made._export())
+        return await handler(request)
+
     app.middlewares.insert(0, idempotency)
     app.middlewares.insert(1, attach_declines)
+    app.middlewares.insert(2, create_payment_method)
     return app
+
+
+# Appended to the stand-in Stripe.js: ``stripe.createPaymentMethod({type, card: element, billing_details})``.
+CREATE_PAYMENT_METHOD_JS = """
+Stripe = ((base) => (apiKey) => {
+  const stripe = base(apiKey);
+  stripe.createPaymentMethod = async ({ type, card, billing_details }) => {
+    console.log('localstripe: Stripe().createPaymentMethod()');
+    const response = await fetch(`${LOCALSTRIPE_BASE_API}/v1/payment_methods`, {
+      method: 'POST',
+      body: JSON.stringify({ key: apiKey, type, card: card.value.card, billing_details }),
+    });
+    const body = await response.json().catch(() => ({}));
+    return response.status !== 200 || body.error ? { error: body.error } : { paymentMethod: body };
+  };
+  return stripe;
+})(Stripe);
+"""
 
 
 def main() -> None:  # pragma: no cover - runs in the subprocess

@@ -17,9 +17,14 @@ from sqlalchemy.orm import Session
 from slotwise import repositories as repo
 from slotwise.models import Contact, Pass
 from slotwise.services import paid_access as pa
+from slotwise.services import payments, subscriptions
 from slotwise.web import paid
+from tests.localstripe_server import LocalStripe, localstripe
 from tests.web.conftest import sign_in
 from tests.web.support import SeededOrg, World
+from tests.web.test_checkout_pages import stripe_world
+
+__all__ = ["localstripe", "stripe_world"]  # fixtures shared with the checkout's Stripe test
 
 HEADLINE = "This Chatbot is Monetized by the Creator"
 
@@ -371,3 +376,56 @@ class TestSubscriptions:
         expect(page.get_by_role("heading", name="Owner or Admin only")).to_be_visible()
         response = page.request.get("/billing/subscriptions")
         assert response.status == 403 and "vera@visitors.example" not in response.text()
+
+
+class TestPaywallWithStripe:
+    """The paywall with ``SLOTWISE_GATEWAY=stripe`` against localstripe: the card is typed into
+    Stripe's Elements field, the browser makes the payment method (``createPaymentMethod``) and only its
+    ``pm_…`` id reaches slotwise; the visitor's own Stripe customer is charged once."""
+
+    def pay(self, page: Page, number: str) -> None:
+        field = page.get_by_role("group", name="Card details")
+        field.get_by_placeholder("number").fill(number)
+        field.get_by_placeholder("exp_month").fill("12")
+        field.get_by_placeholder("exp_year").fill("34")
+        field.get_by_placeholder("cvc").fill("123")
+        field.get_by_placeholder("postal_code").fill("10115")
+        page.get_by_role("button", name="Pay $9.99").click()
+
+    def test_paid_through_elements_then_a_decline_makes_nothing(self, stripe_world: World, browser: Browser,
+                                                               localstripe: LocalStripe) -> None:
+        assert stripe_world.state.env.gateway.name == "stripe"
+        org = stripe_world.org("free", name="Acme Robotics")
+        card = localstripe.card_payment_method("4242424242424242")
+        stripe_world.run(lambda db, at: payments.update_payment_method(
+            db, env=stripe_world.state.env, actor=org.owner, payment_method=card, at=at))
+        stripe_world.run(lambda db, at: subscriptions.change_plan(
+            db, env=stripe_world.state.env, actor=org.owner, plan_code="pro", at=at))
+        agent = paid_agent(stripe_world, org)
+        context = browser.new_context(base_url=stripe_world.url, viewport={"width": 390, "height": 844})
+        page = context.new_page()
+        posted: list[str] = []
+        page.on("request", lambda r: posted.append(r.post_data or "") if r.method == "POST"
+                and r.url.endswith(f"/pay/{agent}") else None)
+        try:
+            page.goto(f"/pay/{agent}")
+            expect(page.get_by_label("Card number")).to_have_count(0)  # no card field of slotwise's own
+            expect(page.get_by_role("group", name="Card details")).to_contain_text("localstripe")
+            page.get_by_label("Email").fill("dan@visitors.example")
+            self.pay(page, "4000000000000341")  # attached, then declined at the charge
+            expect(page.get_by_role("alert")).to_contain_text("Nothing was charged.")
+            assert counts(stripe_world) == (0, 0)
+
+            page.get_by_label("Email").fill("vera@visitors.example")
+            self.pay(page, "4242424242424242")
+            expect(page.get_by_role("heading", name="Thank you — your pass is ready")).to_be_visible(timeout=15_000)
+            token = page.get_by_role("textbox", name="Visitor token").input_value()
+            assert token.startswith(pa.TOKEN_PREFIX) and counts(stripe_world) == (1, 1)
+            assert len(posted) == 2 and all("payment_method=pm_" in body for body in posted)
+            assert not any("4242424242424242" in body or "0341" in body for body in posted)
+        finally:
+            context.close()
+
+        sold = stripe_world.run(lambda db, at: db.scalars(select(Pass)).one())
+        intents = [pi for pi in localstripe.payment_intents() if pi["id"] == sold.gateway_reference]
+        assert [(pi["status"], pi["amount"], pi["currency"]) for pi in intents] == [("succeeded", 999, "usd")]
