@@ -105,7 +105,11 @@ def _of_kind(kind: str | None) -> tuple[ColumnElement[bool], ...]:
 
 
 def _seq_of(db: Session, org_id: str, entry_id: str, field: str) -> int:
-    seq = db.scalar(select(AuditEntry.seq).where(AuditEntry.org_id == org_id, AuditEntry.id == entry_id))
+    # No id is long or holds a control character (PostgreSQL would refuse a NUL in the lookup with a
+    # 500): such a cursor is refused like any id that names no entry, before any lookup.
+    impossible = len(entry_id) > 64 or any(ch < " " or ch == "\x7f" for ch in entry_id)
+    seq = None if impossible else db.scalar(select(AuditEntry.seq).where(AuditEntry.org_id == org_id,
+                                                                         AuditEntry.id == entry_id))
     if seq is None:
         raise InvalidRequest(f"{field} must be the id of an entry of this organization's audit log.", field=field)
     return int(seq)

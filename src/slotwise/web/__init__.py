@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse, Response
 
-from slotwise.web import auth, billing, billing_portal, checkout, credits, paid, paywall, portal, team, usage
+from slotwise.web import activity, auth, billing, billing_portal, checkout, credits, paid, paywall, portal, team, usage
 from slotwise.web.deps import CsrfRejected, LoginRequired, PageNotFound
 from slotwise.web.render import HERE, render
 
@@ -31,7 +31,7 @@ def _return_to(request: Request) -> str:
 
 def install(app: FastAPI) -> None:
     """Add the pages, their static files and their page-level guards to ``app``."""
-    for module in (auth, billing, billing_portal, checkout, credits, paid, paywall, portal, team, usage):
+    for module in (activity, auth, billing, billing_portal, checkout, credits, paid, paywall, portal, team, usage):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
