@@ -58,6 +58,11 @@ class Settings:
     stripe_publishable_key: str | None = None
     stripe_webhook_secret: str | None = field(default=None, repr=False)
     stripe_api_base: str | None = None
+    # SLOTWISE_SECRET_KEY seals the webhook endpoints' signing secrets at rest (services/webhook_secrets.py):
+    # at least 32 characters; several, comma-separated, to rotate it (the first seals, any opens). Unset:
+    # nothing is derived from anything else; registering or rotating an endpoint is refused (409
+    # ``secret_key_missing``) and the worker sends no webhooks.
+    secret_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -83,7 +88,22 @@ class Settings:
             stripe_publishable_key=e.get("SLOTWISE_STRIPE_PUBLISHABLE_KEY") or None,
             stripe_webhook_secret=e.get("SLOTWISE_STRIPE_WEBHOOK_SECRET") or None,
             stripe_api_base=e.get("SLOTWISE_STRIPE_API_BASE") or None,
+            secret_key=secret_key_from(e),
         )
+
+
+MIN_SECRET_KEY_LENGTH = 32
+
+
+def secret_key_from(e: dict[str, str]) -> str | None:
+    """SLOTWISE_SECRET_KEY, refused at start-up if any of its comma-separated keys is too short to seal with."""
+    value = (e.get("SLOTWISE_SECRET_KEY") or "").strip()
+    if not value:
+        return None
+    if any(len(key.strip()) < MIN_SECRET_KEY_LENGTH for key in value.split(",")):
+        raise ValueError(f"SLOTWISE_SECRET_KEY: each key must be at least {MIN_SECRET_KEY_LENGTH} characters "
+                         "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return value
 
 
 def _concurrency(text: str | None) -> int:

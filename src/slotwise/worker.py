@@ -4,6 +4,10 @@ Run in-process by ``slotwise serve`` (one per server process, a thread started i
 lifespan; ``SLOTWISE_WORKER=0`` or ``serve --no-worker`` turns it off) and standalone by
 ``slotwise worker``. Any number may run at once on one database: see ``slotwise.jobs``.
 
+When no job is due, it sends what webhook endpoints are owed: it claims one due stream (an endpoint's
+events of one organization) and sends them in order (``services.webhook_delivery``), signing with the
+secrets that SLOTWISE_SECRET_KEY opens (without it, it sends none).
+
 A job's transaction is the worker's edge: the job's removal and the handler's writes commit
 together. A handler that raises is rolled back whole; the job then keeps the error, and its
 ``run_at`` is backed off for a later try.
@@ -12,6 +16,7 @@ together. A handler that raises is rolled back whole; the job then keeps the err
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -21,9 +26,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from slotwise import jobs
 from slotwise.clock import Clock, wall_now
+from slotwise.config import secret_key_from
 from slotwise.db import in_memory, make_engine, make_sessionmaker
 from slotwise.jobs import ClaimedJob, Handler, JobContext
+from slotwise.services import webhook_delivery
 from slotwise.services.context import Env
+from slotwise.services.webhook_secrets import Sealer
 
 log = logging.getLogger("slotwise.worker")
 
@@ -43,12 +51,19 @@ def default_handlers() -> dict[str, Handler]:
 class Worker:
     def __init__(self, sessions: sessionmaker[Session], *, env: Env, clock: Clock,
                  handlers: Mapping[str, Handler] | None = None,
-                 wall_clock: Callable[[], datetime] = wall_now, lease: timedelta = LEASE) -> None:
+                 wall_clock: Callable[[], datetime] = wall_now, lease: timedelta = LEASE,
+                 secret_key: str | None = None, webhook_lease: timedelta = webhook_delivery.LEASE,
+                 sender: webhook_delivery.Sender | None = None) -> None:
+        """``secret_key``: SLOTWISE_SECRET_KEY, read from the environment when not given."""
         self.sessions = sessions
         self.ctx = JobContext(env=env, clock=clock)
         self.handlers = dict(handlers) if handlers is not None else default_handlers()
         self.wall_clock = wall_clock
         self.lease = lease
+        key = secret_key if secret_key is not None else secret_key_from(dict(os.environ))
+        self.sealer = Sealer(key) if key else None
+        self.webhook_lease = webhook_lease
+        self._sender = sender  # made at the first webhook sent (an HTTP client with its pool)
 
     def claim(self) -> ClaimedJob | None:
         """Lease the next due job (committed at once), or None when nothing is due."""
@@ -76,12 +91,26 @@ class Worker:
         return True
 
     def run_once(self) -> bool:
-        """Claim and run one due job; False when none was due."""
+        """Claim and run one due job, or else send one due webhook stream; False when neither was due."""
         job = self.claim()
         if job is None:
-            return False
+            return self.deliver_webhooks()
         self.run(job)
         return True
+
+    def deliver_webhooks(self) -> bool:
+        """Claim one due webhook stream and send what it owes, in order; False when none was due."""
+        if self.sealer is None:
+            return False
+        if self._sender is None:
+            self._sender = webhook_delivery.Sender()
+        return webhook_delivery.deliver_due(self.sessions, sender=self._sender, sealer=self.sealer,
+                                            wall_clock=self.wall_clock, lease=self.webhook_lease)
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
 
     def run_pending(self, limit: int = 1000) -> int:
         """Run due jobs until none is left (or ``limit``); how many were run."""
@@ -93,14 +122,17 @@ class Worker:
     def run_forever(self, stop: threading.Event, poll: float = POLL_SECONDS) -> None:
         """Work until ``stop`` is set, looking for due jobs every ``poll`` seconds when idle. A database
         that is down is logged and tried again; the loop never dies of it."""
-        while not stop.is_set():
-            try:
-                worked = self.run_once()
-            except Exception:
-                log.exception("slotwise worker: could not claim a job; trying again shortly")
-                worked = False
-            if not worked:
-                stop.wait(poll)
+        try:
+            while not stop.is_set():
+                try:
+                    worked = self.run_once()
+                except Exception:
+                    log.exception("slotwise worker: could not claim a job; trying again shortly")
+                    worked = False
+                if not worked:
+                    stop.wait(poll)
+        finally:
+            self.close()
 
 
 class BackgroundWorker:
@@ -124,10 +156,10 @@ class BackgroundWorker:
             self.engine.dispose()
 
 
-def start_in_process(engine: Engine, *, env: Env, clock: Clock) -> BackgroundWorker:
+def start_in_process(engine: Engine, *, env: Env, clock: Clock, secret_key: str | None = None) -> BackgroundWorker:
     """A worker for this server process, on a thread, with a connection of its own: the requests'
     pool is sized to the requests admitted at once (config.py), so the worker must not take from it."""
     url = engine.url.render_as_string(hide_password=False)
     own = None if in_memory(url) else make_engine(url, concurrency=1)
-    worker = Worker(make_sessionmaker(own or engine), env=env, clock=clock)
+    worker = Worker(make_sessionmaker(own or engine), env=env, clock=clock, secret_key=secret_key)
     return BackgroundWorker(worker, engine=own).start()

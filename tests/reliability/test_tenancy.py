@@ -243,7 +243,9 @@ def test_operator_routes_need_the_operator_key(api: Api, method: str, path: str,
     org = api.create_org("pro")
     bearer = org.token if token == "owner" else token
     headers = {} if bearer is None else {"Authorization": f"Bearer {bearer}"}
-    response = api.client.request(method, path.format(org=org.id), json={}, headers=headers)
+    # The webhook endpoints' routes (SPEC §14) name an endpoint or a delivery: any id, the key is checked first.
+    url = path.format(org=org.id, endpoint_id="whe_tenancy", delivery_id="whd_tenancy")
+    response = api.client.request(method, url, json={}, headers=headers)
     assert response.status_code == 401 and response.json()["error"]["code"] == "unauthenticated", response.text
 
 

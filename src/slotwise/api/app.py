@@ -27,6 +27,7 @@ from slotwise.api.limits import BodySizeLimit
 from slotwise.api.responses import busy_response, error_response
 from slotwise.api.routers import audit, billing, checkout, operator, paid_access, spend, team, usage, webhooks
 from slotwise.api.routers.credits import router as credits_router
+from slotwise.api.routers.webhook_endpoints import router as webhook_endpoints_router
 from slotwise.catalog import Catalog, load_catalog
 from slotwise.clock import Clock, SimulatedClock, SystemClock
 from slotwise.config import Settings
@@ -125,7 +126,7 @@ async def run_worker(app: FastAPI) -> AsyncIterator[None]:
     """The server process's job worker (SLOTWISE_WORKER), from startup to shutdown."""
     state: AppState = app.state.slotwise
     engine = state.sessions.kw["bind"]
-    background = start_in_process(engine, env=state.env, clock=state.clock)
+    background = start_in_process(engine, env=state.env, clock=state.clock, secret_key=state.settings.secret_key)
     try:
         yield
     finally:
@@ -165,6 +166,7 @@ def create_app(
     app.include_router(credits_router)
     app.include_router(checkout.router)
     app.include_router(paid_access.router)
+    app.include_router(webhook_endpoints_router)
     app.include_router(audit.router)
     web.install(app)  # the customer pages (Jinja2) and their static files
     return app

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.orm import Session
 
 from slotwise.clock import wall_now
@@ -36,6 +36,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "pass.created",
     "pass.refunded",
 )
+# The operator's test-send (webhook_endpoints.send_test): to one endpoint only, never subscribed to.
+TEST_EVENT_TYPE = "webhook.test"
 
 _INSERT_EVENT = text(
     "INSERT INTO events (id, org_id, type, payload, created_at) "
@@ -64,17 +66,39 @@ def emit(db: Session, *, org_id: str | None, type: str, data: Mapping[str, Any],
     its id (the ``webhook-id`` every attempt carries). ``at`` is the billing clock's time of the change."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
+    event_id, seq = _write(db, org_id=org_id, type=type, data=data, at=at)
+    owed = [row.id for row in db.execute(_ENDPOINTS) if takes(row.event_types, type)]
+    _owe(db, owed, org_id=org_id, seq=seq)
+    return event_id
+
+
+def emit_test(db: Session, *, endpoint_id: str, at: datetime) -> tuple[str, str]:
+    """A ``webhook.test`` event owed to one endpoint only, sent by the worker like any other (in the
+    endpoint's stream of events of no organization); its id and the delivery's."""
+    event_id, seq = _write(db, org_id=None, type=TEST_EVENT_TYPE, data={"endpoint": endpoint_id}, at=at)
+    [delivery_id] = _owe(db, [endpoint_id], org_id=None, seq=seq)
+    return event_id, delivery_id
+
+
+def _write(db: Session | Connection, *, org_id: str | None, type: str, data: Mapping[str, Any],
+           at: datetime) -> tuple[str, int]:
     event_id = new_id("evt")
     payload = json.dumps(dict(data), separators=(",", ":"), sort_keys=True, default=str)
     seq = db.execute(_INSERT_EVENT, {"id": event_id, "org_id": org_id, "type": type, "payload": payload,
                                      "created_at": at}).scalar_one()
-    owed = [row.id for row in db.execute(_ENDPOINTS) if takes(row.event_types, type)]
-    if owed:
-        due = wall_now()
-        stream_key = org_id or ""
-        db.execute(_INSERT_DELIVERY, [{"id": new_id("whd"), "endpoint_id": endpoint_id, "stream_key": stream_key,
-                                       "event_seq": seq, "due": due} for endpoint_id in owed])
-        db.execute(_MARK_STREAM, [{"endpoint_id": endpoint_id, "stream_key": stream_key, "due": due}
-                                  for endpoint_id in owed])
-    return event_id
+    return event_id, int(seq)
 
+
+def _owe(db: Session | Connection, endpoint_ids: list[str], *, org_id: str | None, seq: int) -> list[str]:
+    """A pending delivery of event ``seq`` for each endpoint, and its stream marked due; their ids."""
+    if not endpoint_ids:
+        return []
+    due = wall_now()
+    stream_key = org_id or ""
+    ids = [new_id("whd") for _ in endpoint_ids]
+    owed = zip(ids, endpoint_ids, strict=True)
+    db.execute(_INSERT_DELIVERY, [{"id": delivery_id, "endpoint_id": endpoint_id, "stream_key": stream_key,
+                                   "event_seq": seq, "due": due} for delivery_id, endpoint_id in owed])
+    db.execute(_MARK_STREAM, [{"endpoint_id": endpoint_id, "stream_key": stream_key, "due": due}
+                              for endpoint_id in endpoint_ids])
+    return ids

@@ -1,0 +1,324 @@
+"""Delivering events to webhook endpoints (SPEC §14), the worker's side of the outbox.
+
+What an endpoint is owed is a *stream* per organization (``webhook_streams``): its pending deliveries go
+out in ``event_seq`` order, one worker at a time. A worker claims a due stream by committing a lease
+(``locked_until``; PostgreSQL skips streams another worker is claiming, SQLite's BEGIN IMMEDIATE
+serializes the claims), then, for each pending delivery in order, renews the lease in a short
+transaction, sends the request with no transaction open, and records the attempt in another short
+transaction, which checks the lease is still its own. It stops at the first failure, leaving the
+stream due at the delivery's next try. So:
+
+* at least once: a delivery is ``delivered`` only after a 2xx was recorded; a worker killed mid-send
+  leaves it pending and its lease runs out (``LEASE``, far longer than one send may take), then
+  another worker sends it again, with the same ``webhook-id``;
+* in order, never two at once, per (endpoint, organization), across machines: the lease is a row.
+
+Retries follow the Standard Webhooks schedule (``RETRY_DELAYS``), or a later ``Retry-After``; after
+the last try the delivery is ``failed`` and the stream moves on. 410 Gone disables the endpoint; so
+does failing without a break for more than ``DISABLE_AFTER``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+import httpx
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks.webhooks import Webhook
+
+from slotwise import __version__
+from slotwise.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookStream, new_id
+from slotwise.services.webhook_secrets import Sealer
+
+# After the 1st, 2nd … 7th failed try; the 8th failure is the last (about 27.6 hours in all).
+RETRY_DELAYS: tuple[timedelta, ...] = (
+    timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2),
+    timedelta(hours=5), timedelta(hours=10), timedelta(hours=10),
+)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+MAX_RETRY_AFTER = timedelta(hours=10)  # a Retry-After beyond the schedule's longest step is read as that
+DISABLE_AFTER = timedelta(days=5)
+# A stream's lease: renewed before each send, and far longer than one send may take (SEND_DEADLINE).
+LEASE = timedelta(seconds=60)
+SEND_DEADLINE = 15.0  # seconds, the whole request: connect, send, read an excerpt of the answer
+TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+EXCERPT = 500  # models.WebhookAttempt.response_excerpt
+ERROR_LENGTH = 300  # models.WebhookAttempt.error
+PER_CLAIM = 100  # deliveries sent on one claim before the stream goes back in line behind the others
+USER_AGENT = f"slotwise-webhooks/{__version__}"
+
+
+# --- what is sent -----------------------------------------------------------------------------------
+
+def body_of(event: Event) -> str:
+    """The request body, the same on every try: ``{"id", "type", "created_at", "organization", "data"}``."""
+    return json.dumps({"id": event.id, "type": event.type, "created_at": event.created_at.isoformat(),
+                       "organization": event.org_id, "data": json.loads(event.payload)}, separators=(",", ":"))
+
+
+def signature(secrets: list[str], *, msg_id: str, at: datetime, body: str) -> str:
+    """``v1,…`` for each signing secret, space-separated (a rotated secret signs beside its successor)."""
+    return " ".join(Webhook(secret).sign(msg_id, at, body) for secret in secrets)
+
+
+def headers(secrets: list[str], *, msg_id: str, at: datetime, body: str) -> dict[str, str]:
+    at = at.astimezone(UTC)
+    return {"content-type": "application/json", "user-agent": USER_AGENT, "webhook-id": msg_id,
+            "webhook-timestamp": str(int(at.timestamp())),
+            "webhook-signature": signature(secrets, msg_id=msg_id, at=at, body=body)}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One request's result, as the delivery log keeps it."""
+
+    status_code: int | None  # None: no answer
+    latency_ms: int
+    excerpt: str | None
+    error: str | None
+    retry_after: timedelta | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def retry_after(value: str | None, *, now: datetime) -> timedelta | None:
+    """``Retry-After`` in seconds or as an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when - now, timedelta(0))
+
+
+def _clean(text: str, limit: int) -> str:
+    # PostgreSQL refuses a NUL in text; an endpoint's answer may hold anything.
+    return text.replace("\x00", "\ufffd")[:limit]
+
+
+class Sender:
+    """Sends webhook requests over one pooled HTTP client, short timeouts, no redirects followed."""
+
+    def __init__(self, client: httpx.Client | None = None) -> None:
+        self.client = client or httpx.Client(timeout=TIMEOUT, follow_redirects=False)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def send(self, url: str, body: str, request_headers: dict[str, str], *, now: datetime) -> Outcome:
+        started = time.monotonic()
+        try:
+            with self.client.stream("POST", url, content=body.encode(), headers=request_headers) as response:
+                excerpt = b""
+                for chunk in response.iter_bytes():
+                    excerpt += chunk
+                    if len(excerpt) >= EXCERPT or time.monotonic() - started > SEND_DEADLINE:
+                        break
+                latency = int((time.monotonic() - started) * 1000)
+                return Outcome(response.status_code, latency,
+                               _clean(excerpt.decode("utf-8", "replace"), EXCERPT) or None, None,
+                               retry_after(response.headers.get("retry-after"), now=now))
+        except httpx.HTTPError as error:
+            latency = int((time.monotonic() - started) * 1000)
+            return Outcome(None, latency, None, _clean(f"{type(error).__name__}: {error}", ERROR_LENGTH))
+
+
+def next_delay(attempts: int, outcome: Outcome) -> timedelta:
+    """How long after its ``attempts``-th failed try a delivery is tried again: the schedule's step,
+    or the endpoint's ``Retry-After`` if that is later (up to ``MAX_RETRY_AFTER``)."""
+    scheduled = RETRY_DELAYS[min(attempts, len(RETRY_DELAYS)) - 1]
+    asked = min(outcome.retry_after, MAX_RETRY_AFTER) if outcome.retry_after is not None else timedelta(0)
+    return max(scheduled, asked)
+
+
+# --- one delivery, read for sending ------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    delivery_id: str
+    endpoint_id: str
+    event_id: str
+    url: str
+    body: str
+    secrets: list[str]
+
+
+def _secrets(endpoint: WebhookEndpoint, sealer: Sealer, now: datetime) -> list[str]:
+    found = [sealer.open(endpoint.secret_sealed)]
+    if endpoint.previous_secret_sealed and endpoint.previous_secret_until and endpoint.previous_secret_until > now:
+        found.append(sealer.open(endpoint.previous_secret_sealed))
+    return found
+
+
+def outgoing(db: Session, endpoint: WebhookEndpoint, delivery: WebhookDelivery, *, sealer: Sealer,
+             now: datetime) -> Outgoing:
+    event = db.execute(select(Event).where(Event.seq == delivery.event_seq)).scalar_one()
+    return Outgoing(delivery.id, endpoint.id, event.id, endpoint.url, body_of(event), _secrets(endpoint, sealer, now))
+
+
+def send(sender: Sender, out: Outgoing, *, now: datetime) -> Outcome:
+    return sender.send(out.url, out.body, headers(out.secrets, msg_id=out.event_id, at=now, body=out.body), now=now)
+
+
+def log_attempt(db: Session, out: Outgoing, outcome: Outcome, *, at: datetime, replay: bool = False) -> str:
+    attempt_id = new_id("wha")
+    db.execute(insert(WebhookAttempt).values(
+        id=attempt_id, delivery_id=out.delivery_id, endpoint_id=out.endpoint_id, attempted_at=at,
+        status_code=outcome.status_code, latency_ms=outcome.latency_ms, response_excerpt=outcome.excerpt,
+        error=outcome.error, replay=replay))
+    return attempt_id
+
+
+# --- a stream: claimed, sent in order, released ----------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ClaimedStream:
+    endpoint_id: str
+    stream_key: str
+    lease: datetime  # the ``locked_until`` this worker wrote: the proof the stream is still its own
+
+
+def claim_stream(db: Session, *, now: datetime, lease: timedelta = LEASE) -> ClaimedStream | None:
+    """Lease the stream due first of an enabled endpoint that no live lease holds; the caller commits
+    at once, so the lease is visible to every other worker."""
+    row = db.execute(
+        select(WebhookStream.endpoint_id, WebhookStream.stream_key)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookStream.endpoint_id)
+        .where(WebhookEndpoint.enabled, WebhookStream.run_at <= now,
+               or_(WebhookStream.locked_until.is_(None), WebhookStream.locked_until <= now))
+        .order_by(WebhookStream.run_at).limit(1)
+        .with_for_update(skip_locked=True, of=WebhookStream)).first()
+    if row is None:
+        return None
+    until = now + lease
+    db.execute(update(WebhookStream).where(WebhookStream.endpoint_id == row.endpoint_id,
+                                           WebhookStream.stream_key == row.stream_key)
+               .values(locked_until=until).execution_options(synchronize_session=False))
+    return ClaimedStream(row.endpoint_id, row.stream_key, until)
+
+
+def _locked_stream(db: Session, stream: ClaimedStream) -> WebhookStream | None:
+    """The stream's row, locked (an emitting transaction holds it while it marks the stream due), if
+    this worker's lease still holds it."""
+    row = db.execute(select(WebhookStream).where(WebhookStream.endpoint_id == stream.endpoint_id,
+                                                 WebhookStream.stream_key == stream.stream_key)
+                     .with_for_update()).scalar_one_or_none()
+    return row if row is not None and row.locked_until == stream.lease else None
+
+
+def _release(row: WebhookStream, run_at: datetime | None) -> None:
+    row.run_at, row.locked_until = run_at, None
+
+
+def next_outgoing(db: Session, stream: ClaimedStream, *, sealer: Sealer, now: datetime,
+                  lease: timedelta = LEASE) -> tuple[Outgoing, ClaimedStream] | None:
+    """The stream's head delivery if it is due, with the lease renewed; None (the stream released,
+    due at its head's next try, or not at all when nothing is pending) when there is nothing to send
+    now. The stream row is locked first, so an event committed meanwhile is either seen here or marks
+    the stream due after this transaction."""
+    row = _locked_stream(db, stream)
+    if row is None:
+        return None
+    endpoint = db.get(WebhookEndpoint, stream.endpoint_id)
+    if endpoint is None or not endpoint.enabled:
+        _release(row, row.run_at)  # re-enabling the endpoint makes it due again
+        return None
+    head = db.execute(select(WebhookDelivery).where(
+        WebhookDelivery.endpoint_id == stream.endpoint_id, WebhookDelivery.stream_key == stream.stream_key,
+        WebhookDelivery.status == "pending").order_by(WebhookDelivery.event_seq).limit(1)).scalar_one_or_none()
+    if head is None:
+        _release(row, None)
+        return None
+    if head.next_attempt_at is not None and head.next_attempt_at > now:
+        _release(row, head.next_attempt_at)
+        return None
+    row.locked_until = now + lease
+    return outgoing(db, endpoint, head, sealer=sealer, now=now), replace(stream, lease=row.locked_until)
+
+
+def record(db: Session, stream: ClaimedStream, out: Outgoing, outcome: Outcome, *, at: datetime) -> bool:
+    """Log the attempt and settle the delivery; True if the stream goes on to its next delivery.
+
+    Only the holder of the lease changes the delivery (a worker whose lease lapsed mid-send only logs
+    what it did: the new holder sends again, at least once)."""
+    row = _locked_stream(db, stream)
+    endpoint = db.get(WebhookEndpoint, stream.endpoint_id)
+    if endpoint is None:  # deleted meanwhile, with all it was owed
+        return False
+    log_attempt(db, out, outcome, at=at)
+    delivery = db.get(WebhookDelivery, out.delivery_id)
+    if row is None or delivery is None or delivery.status != "pending":
+        return False
+    delivery.attempts += 1
+    if outcome.ok:
+        delivery.status, delivery.delivered_at, delivery.next_attempt_at = "delivered", at, None
+        endpoint.failing_since = None
+        return True
+    if outcome.status_code == 410:
+        disable(endpoint, f"The endpoint answered 410 Gone at {at.isoformat(timespec='seconds')}.", at=at)
+    else:
+        endpoint.failing_since = endpoint.failing_since or at
+        if at - endpoint.failing_since > DISABLE_AFTER:
+            disable(endpoint, "Every delivery failed for more than 5 days, since "
+                              f"{endpoint.failing_since.isoformat(timespec='seconds')}.", at=at)
+    if delivery.attempts >= MAX_ATTEMPTS and outcome.status_code != 410:
+        delivery.status, delivery.next_attempt_at = "failed", None
+        if endpoint.enabled:
+            return True
+        _release(row, at)
+        return False
+    delivery.next_attempt_at = at if not endpoint.enabled else at + next_delay(delivery.attempts, outcome)
+    _release(row, delivery.next_attempt_at)
+    return False
+
+
+def disable(endpoint: WebhookEndpoint, reason: str, *, at: datetime) -> None:
+    endpoint.enabled, endpoint.disabled_reason, endpoint.updated_at = False, reason, at
+
+
+def run_stream(sessions: sessionmaker[Session], stream: ClaimedStream, *, sender: Sender, sealer: Sealer,
+               wall_clock: Callable[[], datetime], lease: timedelta = LEASE) -> int:
+    """Send the claimed stream's due deliveries in order, each attempt recorded in its own short
+    transaction and none sent inside one; how many requests were made."""
+    sent = 0
+    while sent < PER_CLAIM:
+        with sessions.begin() as db:
+            found = next_outgoing(db, stream, sealer=sealer, now=wall_clock(), lease=lease)
+        if found is None:
+            return sent
+        out, stream = found
+        outcome = send(sender, out, now=wall_clock())
+        sent += 1
+        with sessions.begin() as db:
+            if not record(db, stream, out, outcome, at=wall_clock()):
+                return sent
+    with sessions.begin() as db:  # its turn is over: due again, behind the streams already waiting
+        row = _locked_stream(db, stream)
+        if row is not None:
+            _release(row, wall_clock())
+    return sent
+
+
+def deliver_due(sessions: sessionmaker[Session], *, sender: Sender, sealer: Sealer,
+                wall_clock: Callable[[], datetime], lease: timedelta = LEASE) -> bool:
+    """Claim one due stream and send what it owes; False when no stream was due."""
+    with sessions.begin() as db:
+        stream = claim_stream(db, now=wall_clock(), lease=lease)
+    if stream is None:
+        return False
+    run_stream(sessions, stream, sender=sender, sealer=sealer, wall_clock=wall_clock, lease=lease)
+    return True
