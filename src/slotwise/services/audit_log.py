@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from slotwise.errors import InvalidRequest, OwnerOnly
-from slotwise.models import AuditEntry
+from slotwise.models import Agent, AuditEntry
 from slotwise.services.context import Actor
 
 # A kind is a dotted lower-case slug (``addon.added``, ``auto_recharge.disabled``); ending in a dot it
@@ -87,6 +87,17 @@ def entries_page(db: Session, *, actor: Actor, limit: int, after: str | None = N
         query = query.where(AuditEntry.seq < _seq_of(db, actor.org_id, after, "starting_after"))
     rows = db.execute(query.order_by(AuditEntry.seq.desc()).limit(limit + 1)).all()
     return EntryPage([_entry(r) for r in rows[:limit]], has_more=len(rows) > limit, has_newer=after is not None)
+
+
+def agent_names(db: Session, *, org_id: str, entries: Sequence[Entry]) -> dict[str, str]:
+    """The names of the organization's agents these entries are about (an access change, a pass sold),
+    for words; one lookup, none when no entry names an agent. A deleted agent has none."""
+    ids = {e.subject_id for e in entries if e.kind.startswith("agent.") and e.subject_id}
+    ids |= {str(e.after["agent"]) for e in entries if e.kind.startswith("pass.") and e.after and e.after.get("agent")}
+    if not ids:
+        return {}
+    rows = db.execute(select(Agent.id, Agent.name).where(Agent.org_id == org_id, Agent.id.in_(sorted(ids))))
+    return {agent_id: name for agent_id, name in rows}
 
 
 _COLUMNS = (AuditEntry.id, AuditEntry.created_at, AuditEntry.actor_type, AuditEntry.actor_id,

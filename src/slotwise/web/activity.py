@@ -4,6 +4,7 @@ time, a page at a time (Newer / Older links, no JavaScript)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -32,9 +33,9 @@ class Row:
     invoice_href: str | None
 
 
-def row_of(entry: Entry) -> Row:
+def row_of(entry: Entry, names: Mapping[str, str]) -> Row:
     amount = money(entry.amount, entry.currency or "usd") if entry.amount is not None else None
-    return Row(entry, words.who(entry), words.what(entry), words.changes(entry), amount,
+    return Row(entry, words.who(entry), words.what(entry, names), words.changes(entry), amount,
                f"/billing/invoices/{entry.invoice_id}" if entry.invoice_id else None)
 
 
@@ -60,7 +61,8 @@ def activity_page(page: PageDep, kind: str = "", starting_after: str = "", endin
     except SlotwiseError as error:
         return _refused(page, "This page of activity does not exist",
                         f"{error.message} Start again from the newest activity.", error.status)
-    rows = [row_of(e) for e in found.entries]
+    names = audit_log.agent_names(page.db, org_id=page.org.id, entries=found.entries)
+    rows = [row_of(e, names) for e in found.entries]
     return render(page.request, "activity.html", {
         "page": page, "nav": "activity", "rows": rows, "kind": kind,
         "kind_label": words.kind_label(kind) if kind else None, "options": words.kind_options(),

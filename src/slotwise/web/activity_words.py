@@ -76,7 +76,7 @@ def _slots(entry: Entry, count: int) -> str:
     return plural(count, one, many)
 
 
-def _addon(entry: Entry) -> str:
+def _addon(entry: Entry, names: Mapping[str, str]) -> str:
     b, a = entry.before, entry.after
     active = _int(a, "active_slots") - _int(b, "active_slots")
     renewal = _int(a, "renewal_slots") - _int(b, "renewal_slots")
@@ -94,7 +94,7 @@ def _plan_name(code: str) -> str:
     return code.replace("_", " ").title() if code else "no"
 
 
-def _plan(entry: Entry) -> str:
+def _plan(entry: Entry, names: Mapping[str, str]) -> str:
     b, a = entry.before, entry.after
     before_plan, after_plan = _plan_name(_text(b, "plan")), _plan_name(_text(a, "plan"))
     scheduled = _plan_name(_text(a, "scheduled_plan"))
@@ -122,7 +122,7 @@ def _recharge_switch(before: State | None, after: State | None) -> str:
     return "Changed the auto-recharge settings"
 
 
-def _credits(entry: Entry) -> str:
+def _credits(entry: Entry, names: Mapping[str, str]) -> str:
     b, a = entry.before, entry.after
     credits = _int(a, "credits")
     return {
@@ -134,7 +134,7 @@ def _credits(entry: Entry) -> str:
     }.get(entry.kind, entry.kind)
 
 
-def _people(entry: Entry) -> str:
+def _people(entry: Entry, names: Mapping[str, str]) -> str:
     b, a = entry.before, entry.after
     email, role = _text(a, "email") or _text(b, "email", "someone"), (_text(a, "role") or _text(b, "role")).title()
     as_role = f" as {role}" if role else ""
@@ -148,21 +148,22 @@ def _people(entry: Entry) -> str:
     }.get(entry.kind, entry.kind)
 
 
-def _agents(entry: Entry) -> str:
+def _agents(entry: Entry, names: Mapping[str, str]) -> str:
     b, a = entry.before, entry.after
-    name = _text(a, "name") or _text(b, "name", "an agent")
+    name = _text(a, "name") or _text(b, "name") or names.get(entry.subject_id or "", "")
     mode = MODES.get(_text(a, "mode"), _text(a, "mode"))
     return {
         "agent.created": f"Created the agent {name}",
         "agent.archived": f"Archived the agent {name}",
         "agent.restored": f"Restored the agent {name}",
         "agent.deleted": f"Deleted the agent {name}",
-        "agent.access_changed": f"Set an agent's visibility to {mode}",
+        "agent.access_changed": f"Set {name or 'an agent'}'s visibility to {mode}",
     }.get(entry.kind, entry.kind)
 
 
-def _other(entry: Entry) -> str:
+def _other(entry: Entry, names: Mapping[str, str]) -> str:
     b, a = entry.before, entry.after
+    sold = f"Sold a pass for {names[_text(a, 'agent')]}" if _text(a, "agent") in names else "Sold a pass"
     return {
         "organization.created": f"Created the organization on the {_plan_name(_text(a, 'plan'))} plan",
         "invoice.paid": "Paid an invoice that was owed",
@@ -171,22 +172,23 @@ def _other(entry: Entry) -> str:
         "payment_method.updated": f"Changed the card to {_card(a)}" if b and b.get("last4")
         else f"Added the card {_card(a)}",
         "billing_details.updated": "Updated the billing details",
-        "pass.sold": f"Sold a pass to {_text(a, 'visitor_email', 'a visitor')}",
-        "pass.created": f"Sold a pass to {_text(a, 'visitor_email', 'a visitor')}",
+        "pass.sold": sold,
+        "pass.created": sold,
         "pass.refunded": "Refunded a visitor's pass",
     }.get(entry.kind, entry.kind)
 
 
-FAMILY_WORDS: dict[str, Callable[[Entry], str]] = {
+FAMILY_WORDS: dict[str, Callable[[Entry, Mapping[str, str]], str]] = {
     "addon": _addon, "plan": _plan, "subscription": _plan, "credits": _credits, "auto_recharge": _credits,
     "member": _people, "invitation": _people, "agent": _agents,
 }
 
 
-def what(entry: Entry) -> str:
-    """The change as a sentence; the kind itself when it has no words here."""
+def what(entry: Entry, names: Mapping[str, str] | None = None) -> str:
+    """The change as a sentence; the kind itself when it has no words here. ``names``: agents' names
+    by id, for the entries that name an agent only by its id."""
     try:
-        return FAMILY_WORDS.get(entry.kind.split(".", 1)[0], _other)(entry)
+        return FAMILY_WORDS.get(entry.kind.split(".", 1)[0], _other)(entry, names or {})
     except (TypeError, ValueError, AttributeError):  # a payload of another shape than these words expect
         return entry.kind
 
@@ -246,6 +248,8 @@ def changes(entry: Entry, limit: int = 4) -> list[str]:
         label = LABELS.get(key, key.replace("_", " ").capitalize())
         if key in before and key in after:
             lines.append(f"{label}: {_value(key, before[key], currency)} → {_value(key, after[key], currency)}")
+        elif key in before and entry.after is not None:  # what the change ended, such as a refunded pass's messages
+            lines.append(f"{label}: was {_value(key, before[key], currency)}")
         else:
             lines.append(f"{label}: {_value(key, after.get(key, before.get(key)), currency)}")
     return lines[:limit]
