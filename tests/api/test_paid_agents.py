@@ -261,6 +261,9 @@ class TestTheAccessCheckAndMessages:
         _, other_paid = paid_agent(api)  # another organization's pass does not count here
         foreign = buy(client, other_paid, email="stranger@example.test").json()["visitor_token"]
         assert access(api, restricted, visitor_token=foreign)["reason"] == "not_a_contact"
+        # Not even when its buyer's email is a contact here: another organization's pass is not read.
+        same_buyer = buy(client, other_paid, checkout="form-9").json()["visitor_token"]
+        assert access(api, restricted, visitor_token=same_buyer)["reason"] == "not_a_contact"
 
     def test_a_free_agent_admits_anyone(self, api: Api) -> None:
         org = api.create_org("pro")
