@@ -446,7 +446,7 @@ class TestEventsAndAudit:
         entries = self.rows(engine, "select kind, actor_type, actor_label, subject_id, amount, currency from "
                                     "audit_entries where org_id = :o and kind like 'pass.%' order by seq", org)
         assert [(e.kind, e.actor_type, e.subject_id, e.amount, e.currency) for e in entries] == [
-            ("pass.sold", "system", sold["id"], 999, "usd"), ("pass.refunded", "user", sold["id"], 999, "usd")]
+            ("pass.created", "system", sold["id"], 999, "usd"), ("pass.refunded", "user", sold["id"], 999, "usd")]
         assert entries[0].actor_label == "visitor visitor@example.test"
         [owner] = self.rows(engine, "select id, email from users where org_id = :o and role = 'owner'", org)
         assert entries[1].actor_label == owner.email

@@ -364,7 +364,7 @@ def _sell(db: Session, env: Env, bought: PassCheckout, reference: str, at: datet
         "price": sold.price, "currency": sold.currency, "platform_fee": fee, "net": sold.net,
         "message_credits": sold.message_credits, "expires_at": sold.expires_at.isoformat()})
     audit.record(db, org_id=sold.org_id, by=audit.By("system", label=f"visitor {sold.visitor_email}"),
-                 kind="pass.sold", at=at, subject_id=sold.id, amount=sold.price, currency=sold.currency,
+                 kind="pass.created", at=at, subject_id=sold.id, amount=sold.price, currency=sold.currency,
                  after={"agent": sold.agent_id, "visitor_email": sold.visitor_email, "platform_fee": fee,
                         "net": sold.net, "message_credits": sold.message_credits,
                         "expires_at": sold.expires_at.isoformat()})
