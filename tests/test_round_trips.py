@@ -50,23 +50,25 @@ def _run(sessions: sessionmaker[Session], engine: Engine, action: Callable[[Sess
     return sent
 
 
-def test_create_agent_is_three_statements(sessions: sessionmaker[Session], engine: Engine, env: Env) -> None:
+def test_create_agent_is_four_statements(sessions: sessionmaker[Session], engine: Engine, env: Env) -> None:
     owner = _owner(sessions, env)
     sent = _run(sessions, engine, lambda db: agents.create_agent(db, env=env, actor=owner, name="A", at=AT))
-    assert len(sent) == 3, sent  # lock, snapshot, insert
+    assert len(sent) == 4, sent  # lock, snapshot, insert, its audit entry (which reads the actor's email itself)
     assert "FOR NO KEY UPDATE" in sent[0].upper() or engine.dialect.name == "sqlite"  # repo.locked_organization
 
 
-def test_add_slot_is_at_most_eight_and_remove_five(sessions: sessionmaker[Session], engine: Engine,
+def test_add_slot_is_at_most_thirteen_and_remove_eight(sessions: sessionmaker[Session], engine: Engine,
                                                    env: Env) -> None:
     owner = _owner(sessions, env)
     for _ in range(2):  # the first purchase inserts the add-on row, the next updates it
         sent = _run(sessions, engine, lambda db: addons.add_slots(db, env=env, actor=owner, addon_code="agent_slots",
                                                                   quantity=1, at=AT))
-        assert len(sent) <= 8, sent
+        # eight, and what the platform and the Owner learn of it (SPEC §14): invoice.paid and addon.updated
+        # (each the event and the endpoints owed it), the audit entry
+        assert len(sent) <= 13, sent
     sent = _run(sessions, engine, lambda db: addons.remove_slots(db, env=env, actor=owner, addon_code="agent_slots",
                                                                  quantity=1, at=AT))
-    assert len(sent) <= 5, sent
+    assert len(sent) <= 8, sent  # five, and addon.updated (the event, the endpoints owed it), the audit entry
 
 
 def test_reading_an_organization_is_one_statement(sessions: sessionmaker[Session], engine: Engine,
@@ -94,10 +96,11 @@ def counted_over_http(api: Any, engine: Engine) -> Iterator[list[str]]:
             lane.trace = None
 
 
-def test_over_http_a_read_is_two_statements_and_a_creation_four(api: Any, engine: Engine) -> None:
+def test_over_http_a_read_is_two_statements_and_a_creation_five(api: Any, engine: Engine) -> None:
     """The caller, the time and the due-check are one statement ahead of the route's own. On
-    PostgreSQL a read is one statement (caller and snapshot together), and the creation's three go in
-    two round trips: BEGIN, the lock and the snapshot pipelined, then the insert and COMMIT."""
+    PostgreSQL a read is one statement (caller and snapshot together), and the creation's four go in
+    two round trips: BEGIN, the lock and the snapshot pipelined, then the insert, its audit entry and
+    COMMIT."""
     org = api.create_org("business")
     org.summary()  # the simulated clock's row exists from here on, as in any running system
     with counted_over_http(api, engine) as sent:
@@ -105,7 +108,7 @@ def test_over_http_a_read_is_two_statements_and_a_creation_four(api: Any, engine
     assert len(sent) == (1 if engine.dialect.name == "postgresql" else 2), sent  # the lane reads both at once
     with counted_over_http(api, engine) as sent:
         assert org.post("/agents", {"name": "Counted"}).status_code == 201
-    assert len(sent) == 4, sent
+    assert len(sent) == 5, sent
 
 
 def test_over_http_a_credit_spend_is_two_statements_and_one_on_postgresql_a_transaction_of_its_own(

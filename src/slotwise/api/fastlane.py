@@ -27,7 +27,7 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg.pq import ExecStatus
 from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import ClauseElement, bindparam, exists, insert, make_url, select, update
+from sqlalchemy import ClauseElement, bindparam, exists, insert, make_url, select
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -37,7 +37,8 @@ from slotwise.catalog import Catalog
 from slotwise.db import POOL_TIMEOUT_SECONDS
 from slotwise.errors import NotFound
 from slotwise.hotpath import Caller, SnapshotRows
-from slotwise.models import Agent, ApiToken, OrgAddon, Organization, User, new_id
+from slotwise.models import Agent, ApiToken, Organization, User, new_id
+from slotwise.services import audit
 from slotwise.services import spend as spending
 from slotwise.services.agents import AgentChange, NewAgent
 from slotwise.services.snapshot import snapshot_of
@@ -89,14 +90,12 @@ _LOCK_MEMBER = compile_statement(
 _INSERT_AGENT = compile_statement(insert(Agent).values(
     id=bindparam("id"), org_id=bindparam("org_id"), name=bindparam("name"), archived_at=None,
     created_at=bindparam("created_at"), access_mode="free"))
-_RESTORE_SLOTS = compile_statement(
-    update(OrgAddon).where(OrgAddon.org_id == bindparam("org_id"), OrgAddon.addon_code == bindparam("code"))
-    .values(renewal_slots=OrgAddon.renewal_slots + bindparam("restore"), updated_at=bindparam("at")))
 _CALLER = {simulated: compile_statement(hotpath.caller_statement(simulated)) for simulated in (False, True)}
 _SNAPSHOT = compile_statement(hotpath.snapshot_statement())
 _CALLER_SNAPSHOT = {simulated: compile_statement(hotpath.caller_snapshot_statement(simulated))
                     for simulated in (False, True)}
 _TIME = {simulated: compile_statement(hotpath.time_statement(simulated)) for simulated in (False, True)}
+_AUDIT = compile_statement(audit.INSERT)
 _SPEND = compile_statement(spending.SPEND_POSTGRESQL)
 _PRIOR = compile_statement(spending.PRIOR)
 _BALANCE = compile_statement(spending.BALANCE)
@@ -177,12 +176,17 @@ class Lane:
     async def snapshot(self, conn: AsyncConnection[Any], org_id: str) -> SnapshotRows | None:
         return hotpath.snapshot_of_rows(await self.run(conn, _SNAPSHOT, {"org_id": org_id}))
 
-    async def create_agent(self, conn: AsyncConnection[Any], *, catalog: Catalog, org_id: str, name: str,
-                           at: datetime) -> AgentChange:
-        """``services.agents.create_agent`` on the lane, in two round trips (see the module's note)."""
-        async with conn.pipeline(), conn.transaction():
-            locked, read = await self._lock_and_read(conn, _LOCK, {"org_id": org_id})
-            return await self._insert_agent(conn, catalog, org_id, name, at, locked, read)
+    async def create_agent(self, conn: AsyncConnection[Any], *, catalog: Catalog, org_id: str, user_id: str,
+                           name: str, at: datetime) -> AgentChange | None:
+        """``services.agents.create_agent`` on the lane, in two round trips (see the module's note); None
+        (nothing written) when it would shrink a scheduled removal: that rare case's event is the general
+        path's (``services.organizations.apply_restore``)."""
+        try:
+            async with conn.pipeline(), conn.transaction():
+                locked, read = await self._lock_and_read(conn, _LOCK, {"org_id": org_id})
+                return await self._insert_agent(conn, catalog, org_id, user_id, name, at, locked, read)
+        except _NotServed:
+            return None
 
     async def create_agent_as(self, conn: AsyncConnection[Any], *, catalog: Catalog, token_hash: str, org_id: str,
                               name: str, wall_now: datetime | None) -> tuple[Caller | None, AgentChange | None]:
@@ -202,7 +206,8 @@ class Lane:
                 caller = hotpath.caller_of(await asked.fetchone(), wall_now)
                 if caller is None or caller.org_id != org_id or caller.now is None or caller.due:
                     raise _NotServed(caller)
-                return caller, await self._insert_agent(conn, catalog, org_id, name, caller.now, locked, read)
+                return caller, await self._insert_agent(conn, catalog, org_id, caller.user_id, name, caller.now,
+                                                        locked, read, caller)
         except _NotServed as refused:
             return refused.caller, None
 
@@ -218,20 +223,24 @@ class Lane:
         read = await conn.execute(_SNAPSHOT.sql, _SNAPSHOT.bind({"org_id": values["org_id"]}))
         return locked, read
 
-    async def _insert_agent(self, conn: AsyncConnection[Any], catalog: Catalog, org_id: str, name: str,
-                            at: datetime, locked: AsyncCursor[Any], read: AsyncCursor[Any]) -> AgentChange:
+    async def _insert_agent(self, conn: AsyncConnection[Any], catalog: Catalog, org_id: str, user_id: str,
+                            name: str, at: datetime, locked: AsyncCursor[Any], read: AsyncCursor[Any],
+                            caller: Caller | None = None) -> AgentChange:
+        """The insert and its audit entry, sent together (``agents.create_agent``'s entry)."""
         if await locked.fetchone() is None:
             raise NotFound("No such organization.")
         rows = hotpath.snapshot_of_rows(await read.fetchall())
         assert rows is not None  # locked above
         decision = reserve_growth(snapshot_of(rows, catalog), "agents")
         if decision.restore_slots > 0:
-            await self.run(conn, _RESTORE_SLOTS, {"org_id": org_id, "code": decision.addon,
-                                                   "restore": decision.restore_slots, "at": at})
+            raise _NotServed(caller)  # rare: the general path writes the removal's change and event
         agent = NewAgent(new_id("agt"), name.strip(), None, at)
         await self.run(conn, _INSERT_AGENT, {"id": agent.id, "org_id": org_id, "name": agent.name,
                                               "created_at": at})
-        return AgentChange(agent, decision.restore_slots)
+        await self.run(conn, _AUDIT, audit.entry(
+            org_id=org_id, by=audit.By("user", user_id), kind="agent.created", at=at, subject_id=agent.id,
+            after={"name": agent.name, "archived": False}))
+        return AgentChange(agent)
 
     async def spend(self, conn: AsyncConnection[Any], *, catalog: Catalog, org_id: str,
                     request: spending.SpendRequest, at: datetime, wall_now: datetime) -> spending.Spent:

@@ -41,6 +41,9 @@ from slotwise.clock import wall_now
 from slotwise.errors import NotFound, SlotwiseError, Unauthenticated
 from slotwise.hotpath import Caller
 from slotwise.security import hash_secret
+from slotwise.services import agents
+from slotwise.services.agents import AgentChange
+from slotwise.services.context import Actor
 from slotwise.services.organizations import summary_of
 from slotwise.services.spend import SpendRequest
 
@@ -203,9 +206,18 @@ async def create_agent(call: _Call, body: BaseModel | None) -> Response:
         if change is None:  # the general case: see _member
             caller = await _member(call, conn, read if read and read.now else None)
             assert caller.now is not None
-            change = await lane.create_agent(conn, catalog=state.env.catalog, org_id=call.org, name=body.name,
-                                             at=caller.now)
+            change = await lane.create_agent(conn, catalog=state.env.catalog, org_id=call.org,
+                                             user_id=caller.user_id, name=body.name, at=caller.now)
+            if change is None:  # it shrinks a scheduled removal: the general service writes that change too
+                change = await run_in_threadpool(_create_agent, state, caller, body.name)
     return json_body(present.agent(change.agent, change), status_code=201)
+
+
+def _create_agent(state: AppState, caller: Caller, name: str) -> AgentChange:
+    assert caller.now is not None
+    actor = Actor(user_id=caller.user_id, org_id=caller.org_id, role=caller.role)  # type: ignore[arg-type]
+    with state.sessions.begin() as db:
+        return agents.create_agent(db, env=state.env, actor=actor, name=name, at=caller.now)
 
 
 async def spend_credits(call: _Call, body: BaseModel | None) -> Response:

@@ -18,6 +18,8 @@ from slotwise.errors import AddonUnavailable, InvalidRequest, NotFound, PaymentF
 from slotwise.gateway import ChargeResult
 from slotwise.hotpath import snapshot_rows
 from slotwise.models import Organization
+from slotwise.services import trail
+from slotwise.services.audit import by_user
 from slotwise.services.context import Actor, Env, require_owner
 from slotwise.services.invoices import InvoiceRecord, LineDraft, action_required, charge_and_record, line_description
 from slotwise.services.limits import count_quantity_change, quantity_change_refusal
@@ -146,11 +148,14 @@ def add_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, quantity:
     if isinstance(invoice, ChargeResult):
         raise PaymentFailed(invoice.failure_message, decline_code=invoice.failure_code)
     if invoice.status == "open":  # the bank asks the Owner to verify: nothing is granted yet
-        raise action_required(invoice)
+        raise action_required(db, org_id=actor.org_id, invoice=invoice, at=at)
     slots = snap.slots_of(addon)
     grant_slots(db, org_id=actor.org_id, addon=addon, quantity=quantity, unit_price=quote.price_per_slot,
                 held=slots.unit_price is not None, at=at)
     after = _after(snap, addon, slots.active + quantity, slots.renewal + quantity, quote.price_per_slot)
+    trail.invoice_event(db, "invoice.paid", org_id=actor.org_id, invoice=invoice, at=at)
+    trail.addon_changed(db, org_id=actor.org_id, by=by_user(db, actor), kind="addon.added", addon=addon.code,
+                        before=slots, after=after.slots_of(addon), at=at, effective_at=at, invoice=invoice)
     return SlotChange(quote, _view(after, addon), invoice, ADDED)
 
 
@@ -193,6 +198,11 @@ def remove_slots(
     slots = snap.slots_of(addon)
     after = _after(snap, addon, slots.active, slots.renewal - quote.quantity,
                    slots.unit_price if slots.unit_price is not None else addon.price_per_slot)
+    if quote.quantity:
+        assert snap.period is not None  # a removal needs a subscription
+        trail.addon_changed(db, org_id=actor.org_id, by=by_user(db, actor), kind="addon.removal_scheduled",
+                            addon=addon.code, before=slots, after=after.slots_of(addon), at=at,
+                            effective_at=snap.period.end)
     return SlotChange(quote, _view(after, addon), None, REMOVED)
 
 
@@ -212,7 +222,11 @@ def keep_slots(db: Session, *, env: Env, actor: Actor, addon_code: str, at: date
     row = repo.addons_of_org(db, org.id).get(addon.code)
     if row is None or row.renewal_slots == row.active_slots:
         raise InvalidRequest("There is no scheduled removal to undo.")
+    before = Slots(row.active_slots, row.renewal_slots)
     row.renewal_slots = row.active_slots
     row.updated_at = at
     db.flush()
+    trail.addon_changed(db, org_id=org.id, by=by_user(db, actor), kind="addon.removal_cancelled", addon=addon.code,
+                        before=before, after=Slots(row.active_slots, row.renewal_slots), at=at,
+                        effective_at=snap.period.end)
     return _view(load_snapshot(db, env.catalog, org), addon)

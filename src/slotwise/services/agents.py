@@ -10,8 +10,10 @@ from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
 from slotwise.capacity import reserve_growth
+from slotwise.clock import wall_now
 from slotwise.errors import Conflict, NotFound
 from slotwise.models import Agent, new_id
+from slotwise.services import audit
 from slotwise.services.context import Actor, Env
 from slotwise.services.organizations import apply_restore
 from slotwise.services.snapshot import load_snapshot, locked_org, read_snapshot
@@ -56,10 +58,24 @@ def create_agent(db: Session, *, env: Env, actor: Actor, name: str, at: datetime
     if not repo.lock_organization(db, actor.org_id):
         raise NotFound("No such organization.")
     decision = reserve_growth(read_snapshot(db, env.catalog, actor.org_id), "agents")
-    apply_restore(db, actor.org_id, decision.addon, decision.restore_slots, at)
+    by = audit.by_user(db, actor)
+    apply_restore(db, actor.org_id, decision.addon, decision.restore_slots, by=by, at=at)
     agent = NewAgent(new_id("agt"), name.strip(), None, at)
     repo.insert_agent(db, agent_id=agent.id, org_id=actor.org_id, name=agent.name, at=at)
+    agent_changed(db, org_id=actor.org_id, by=by, kind="agent.created", agent_id=agent.id, name=agent.name,
+                  before=None, after=False, at=at)
     return AgentChange(agent, decision.restore_slots)
+
+
+def agent_changed(db: Session, *, org_id: str, by: audit.By, kind: str, agent_id: str, name: str,
+                  before: bool | None, after: bool | None, at: datetime) -> None:
+    """The entry of an agent that came, went, was archived or restored (a slot taken or freed);
+    ``before`` and ``after``: whether it was archived (None: it did not exist)."""
+    def state(archived: bool | None) -> dict[str, object] | None:
+        return None if archived is None else {"name": name, "archived": archived}
+
+    audit.record(db, org_id=org_id, by=by, kind=kind, at=at, subject_id=agent_id, before=state(before),
+                 after=state(after))
 
 
 def _agent(db: Session, actor: Actor, agent_id: str) -> Agent:
@@ -75,6 +91,8 @@ def archive_agent(db: Session, *, actor: Actor, agent_id: str, at: datetime) -> 
     agent = _agent(db, actor, agent_id)
     if agent.archived_at is None:
         agent.archived_at = at
+        agent_changed(db, org_id=actor.org_id, by=audit.by_user(db, actor), kind="agent.archived",
+                      agent_id=agent.id, name=agent.name, before=False, after=True, at=at)
     return agent
 
 
@@ -85,13 +103,22 @@ def unarchive_agent(db: Session, *, env: Env, actor: Actor, agent_id: str, at: d
     if agent.archived_at is None:
         raise Conflict("This agent is not archived.")
     decision = reserve_growth(load_snapshot(db, env.catalog, org), "agents")
-    apply_restore(db, org.id, decision.addon, decision.restore_slots, at)
+    by = audit.by_user(db, actor)
+    apply_restore(db, org.id, decision.addon, decision.restore_slots, by=by, at=at)
     agent.archived_at = None
     db.flush()
+    agent_changed(db, org_id=org.id, by=by, kind="agent.restored", agent_id=agent.id, name=agent.name,
+                  before=True, after=False, at=at)
     return AgentChange(agent, decision.restore_slots)
 
 
-def delete_agent(db: Session, *, actor: Actor, agent_id: str) -> None:
+def delete_agent(db: Session, *, actor: Actor, agent_id: str, at: datetime | None = None) -> None:
+    """Deleted agents are gone (their slot is free at once). ``at``: the billing time (None: the wall
+    clock's, for a caller that does not pass it yet)."""
+    at = at or wall_now()
     locked_org(db, actor.org_id)
-    db.delete(_agent(db, actor, agent_id))
+    agent = _agent(db, actor, agent_id)
+    agent_changed(db, org_id=actor.org_id, by=audit.by_user(db, actor), kind="agent.deleted", agent_id=agent.id,
+                  name=agent.name, before=agent.archived_at is not None, after=None, at=at)
+    db.delete(agent)
     db.flush()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
+from slotwise.clock import wall_now
 from slotwise.errors import InvalidRequest, NotFound
 from slotwise.models import Organization
+from slotwise.services import audit
 from slotwise.services.context import Actor, require_owner
 from slotwise.services.snapshot import locked_org
 
@@ -73,15 +76,22 @@ def clean_details(*, email: str, company: str, address: str) -> BillingDetails:
     return BillingDetails(email, company, joined)
 
 
-def update_billing_details(db: Session, *, actor: Actor, email: str, company: str, address: str) -> BillingDetails:
+def update_billing_details(db: Session, *, actor: Actor, email: str, company: str, address: str,
+                           at: datetime | None = None) -> BillingDetails:
     """Replace the organization's billing details (Owner only). Every invoice, including those issued
     before, is printed with the details current when it is viewed or downloaded: the amounts and lines
-    of a paid invoice never change, only whom it is addressed to."""
+    of a paid invoice never change, only whom it is addressed to. The same details again change
+    nothing and leave no entry. ``at``: the billing time (None: the wall clock's, for a caller that
+    does not pass it yet)."""
     require_owner(actor, "Billing details")
     details = clean_details(email=email, company=company, address=address)
     org = locked_org(db, actor.org_id)
-    org.billing_email, org.billing_company, org.billing_address = (
-        details.email, details.company or None, details.address or None)
+    before = BillingDetails.of(org)
+    if before != details:
+        org.billing_email, org.billing_company, org.billing_address = (
+            details.email, details.company or None, details.address or None)
+        audit.record(db, org_id=org.id, by=audit.by_user(db, actor), kind="billing_details.updated",
+                     at=at or wall_now(), before=asdict(before), after=asdict(details))
     return details
 
 

@@ -18,6 +18,7 @@ from slotwise.gateway.base import ChargeRequest
 from slotwise.gateway.errors import GatewayUnavailable
 from slotwise.models import Charge, Invoice, InvoiceLine, Organization, new_id
 from slotwise.periods import Period, short_range
+from slotwise.services.trail import invoice_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,9 +260,17 @@ def verify_url(invoice_id: str) -> str:
     return f"/billing/invoices/{invoice_id}/verify"
 
 
-def action_required(invoice: InvoiceRecord) -> PaymentActionRequired:
-    """The refusal of a purchase left open for verification: it keeps the open invoice (``keeps``)."""
+def action_required(db: Session, *, org_id: str, invoice: InvoiceRecord, at: datetime) -> PaymentActionRequired:
+    """The refusal of a purchase left open for verification: it keeps the open invoice (``keeps``),
+    and ``payment.action_required``, written here, with it."""
+    waiting(db, org_id=org_id, invoice=invoice, at=at)
     return PaymentActionRequired(
         f"Payment needs verification: your bank asks you to confirm the payment of invoice #{invoice.number}. "
         "Nothing is added until it is confirmed.",
         invoice=invoice.id, verify_url=verify_url(invoice.id))
+
+
+def waiting(db: Session, *, org_id: str, invoice: InvoiceRecord | Invoice, at: datetime) -> None:
+    """Tell the platform a payment waits for the customer's bank (``payment.action_required``)."""
+    invoice_event(db, "payment.action_required", org_id=org_id, invoice=invoice, at=at,
+                  verify_url=verify_url(invoice.id))

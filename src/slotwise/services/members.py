@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
 from slotwise.capacity import reserve_growth
+from slotwise.clock import wall_now
 from slotwise.errors import (
     Conflict,
     EmailTaken,
@@ -21,8 +22,9 @@ from slotwise.errors import (
 )
 from slotwise.models import Invitation, User, email_key, new_id
 from slotwise.security import hash_secret, new_secret
+from slotwise.services import audit
 from slotwise.services.context import Actor, Env, Role, require_manager
-from slotwise.services.organizations import NewUser, _new_user, apply_restore
+from slotwise.services.organizations import NewUser, _new_user, apply_restore, member_changed
 from slotwise.services.snapshot import load_snapshot, locked_org
 
 
@@ -30,8 +32,10 @@ def list_members(db: Session, *, actor: Actor) -> Sequence[User]:
     return repo.users_of_org(db, actor.org_id)
 
 
-def remove_member(db: Session, *, actor: Actor, user_id: str) -> None:
-    """Frees the seat at once. The Owner can't be removed."""
+def remove_member(db: Session, *, actor: Actor, user_id: str, at: datetime | None = None) -> None:
+    """Frees the seat at once. The Owner can't be removed. ``at``: the billing time (None: the wall
+    clock's, for a caller that does not pass it yet)."""
+    at = at or wall_now()
     require_manager(actor)
     locked_org(db, actor.org_id)
     user = repo.user_in_org(db, actor.org_id, user_id)
@@ -39,6 +43,7 @@ def remove_member(db: Session, *, actor: Actor, user_id: str) -> None:
         raise NotFound("No such member.")
     if user.role == "owner":
         raise Forbidden("The organization owner can't be removed.")
+    member_changed(db, org_id=actor.org_id, by=audit.by_user(db, actor), kind="member.removed", user=user, at=at)
     db.delete(user)
     db.flush()
 
@@ -72,32 +77,45 @@ def invite(db: Session, *, env: Env, actor: Actor, email: str, role: Role, at: d
     if repo.invitation_by_email(db, org.id, email) is not None:
         raise Conflict(f"{email} has already been invited.", field="email")
     decision = reserve_growth(snap, "members")
-    apply_restore(db, org.id, decision.addon, decision.restore_slots, at)
+    by = audit.by_user(db, actor)
+    apply_restore(db, org.id, decision.addon, decision.restore_slots, by=by, at=at)
     token, token_hash = new_secret("inv")
     invitation = Invitation(id=new_id("ivt"), org_id=org.id, email=email, email_key=email_key(email), role=role,
                             token_hash=token_hash, created_at=at)
     db.add(invitation)
     db.flush()
+    invitation_changed(db, invitation, by=by, kind="invitation.created", at=at)
     return NewInvitation(invitation, token, decision.restore_slots)
 
 
-def revoke_invitation(db: Session, *, actor: Actor, invitation_id: str) -> None:
+def invitation_changed(db: Session, invitation: Invitation, *, by: audit.By, kind: str, at: datetime) -> None:
+    """The entry of an invitation made, revoked, withdrawn or accepted (the seat it holds)."""
+    state = {"email": invitation.email, "role": invitation.role}
+    made = kind == "invitation.created"
+    audit.record(db, org_id=invitation.org_id, by=by, kind=kind, at=at, subject_id=invitation.id,
+                 before=None if made else state, after=state if made else None)
+
+
+def revoke_invitation(db: Session, *, actor: Actor, invitation_id: str, at: datetime | None = None) -> None:
+    """``at``: the billing time (None: the wall clock's, for a caller that does not pass it yet)."""
     require_manager(actor)
     locked_org(db, actor.org_id)
     invitation = repo.invitation_in_org(db, actor.org_id, invitation_id)
     if invitation is None:
         raise NotFound("No such invitation.")
+    invitation_changed(db, invitation, by=audit.by_user(db, actor), kind="invitation.revoked", at=at or wall_now())
     db.delete(invitation)
     db.flush()
 
 
-def withdraw_if_unusable(db: Session, *, token: str) -> InvitationWithdrawn | None:
+def withdraw_if_unusable(db: Session, *, token: str, at: datetime | None = None) -> InvitationWithdrawn | None:
     """An invitation whose email has an account (made elsewhere) can never be accepted: withdraw it,
     freeing its seat, and return the refusal to show. The caller commits the withdrawal."""
     invitation = repo.invitation_by_token_hash(db, hash_secret(token))
     if invitation is None or repo.user_by_email(db, invitation.email) is None:
         return None
     locked_org(db, invitation.org_id)
+    invitation_changed(db, invitation, by=audit.SYSTEM, kind="invitation.withdrawn", at=at or wall_now())
     db.delete(invitation)
     db.flush()
     return InvitationWithdrawn()
@@ -114,8 +132,12 @@ def accept_invitation(db: Session, *, token: str, name: str | None, password: st
         raise NotFound("This invitation is no longer valid.")
     if repo.user_by_email(db, invitation.email) is not None:
         raise EmailTaken(f"{invitation.email} already has an account.")
-    org_id, email, role = invitation.org_id, invitation.email, invitation.role
+    org_id, email, role, invitation_id = invitation.org_id, invitation.email, invitation.role, invitation.id
     db.delete(invitation)
     db.flush()
-    return _new_user(db, org_id=org_id, email=email, name=name, role=role,  # type: ignore[arg-type]
-                     password=password, at=at)
+    new = _new_user(db, org_id=org_id, email=email, name=name, role=role,  # type: ignore[arg-type]
+                    password=password, at=at)
+    audit.record(db, org_id=org_id, by=audit.By("user", new.user.id, email), kind="invitation.accepted", at=at,
+                 subject_id=invitation_id, before={"invitation": invitation_id},
+                 after={"member": new.user.id, "email": email, "role": role})
+    return new

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from slotwise import repositories as repo
 from slotwise.capacity import (
     ResourceCapacity,
+    Slots,
     monthly_total,
     renewal_capacity,
     reserve_growth,
@@ -20,7 +21,7 @@ from slotwise.errors import EmailTaken, InvalidRequest, NotFound, TeamsUnavailab
 from slotwise.hotpath import OrganizationRow, SnapshotRows, SubscriptionRow, snapshot_rows
 from slotwise.models import ApiToken, CreditAccount, Organization, User, email_key, new_id
 from slotwise.security import hash_password, new_secret
-from slotwise.services import refills
+from slotwise.services import audit, events, refills, trail
 from slotwise.services.context import Env, Role
 from slotwise.services.snapshot import load_snapshot, locked_org, snapshot_of
 from slotwise.services.subscriptions import start_subscription
@@ -106,8 +107,12 @@ def create_organization(
     owner = _new_user(
         db, org_id=org.id, email=owner_email, name=owner_name, role="owner", password=owner_password, at=at
     )
+    created = {"organization": org.id, "name": org.name, "plan": plan_code, "owner": owner.user.id}
+    events.emit(db, org_id=org.id, type="organization.created", data=created, at=at)
+    audit.record(db, org_id=org.id, by=audit.OPERATOR, kind="organization.created", at=at, subject_id=org.id,
+                 after={**created, "owner_email": owner.user.email})
     if plan_code != "free":
-        start_subscription(db, env=env, org=org, plan_code=plan_code, at=at)
+        start_subscription(db, env=env, org=org, plan_code=plan_code, by=audit.OPERATOR, at=at)
     else:
         refills.start_period(db, refills.free_start(env.catalog, org.id, at))
     return NewOrganization(org, owner)
@@ -132,17 +137,38 @@ def add_user(
     if not snap.plan.teams:
         raise TeamsUnavailable()
     decision = reserve_growth(snap, "members")
-    apply_restore(db, org_id, decision.addon, decision.restore_slots, at)
-    return _new_user(db, org_id=org_id, email=email, name=name, role=role, password=password, at=at)
+    apply_restore(db, org_id, decision.addon, decision.restore_slots, by=audit.OPERATOR, at=at)
+    new = _new_user(db, org_id=org_id, email=email, name=name, role=role, password=password, at=at)
+    member_changed(db, org_id=org_id, by=audit.OPERATOR, kind="member.added", user=new.user, at=at)
+    return new
 
 
-def apply_restore(db: Session, org_id: str, addon_code: str, restore: int, at: datetime) -> None:
+def member_changed(db: Session, *, org_id: str, by: audit.By, kind: str, user: User, at: datetime) -> None:
+    """The entry of a member who came or went (a seat taken or freed)."""
+    state = {"email": user.email, "role": user.role}
+    added = kind != "member.removed"
+    audit.record(db, org_id=org_id, by=by, kind=kind, at=at, subject_id=user.id,
+                 before=None if added else state, after=state if added else None)
+
+
+def apply_restore(db: Session, org_id: str, addon_code: str, restore: int, *, by: audit.By, at: datetime) -> None:
     """Shrink a scheduled removal by ``restore`` slots (usage grew into them)."""
     if restore <= 0:
         return
     row = repo.addons_of_org(db, org_id)[addon_code]
+    before = Slots(row.active_slots, row.renewal_slots)
     row.renewal_slots += restore
     row.updated_at = at
+    removal_reduced(db, org_id=org_id, by=by, addon=addon_code, before=before, restore=restore, at=at)
+
+
+def removal_reduced(db: Session, *, org_id: str, by: audit.By, addon: str, before: Slots, restore: int,
+                    at: datetime) -> None:
+    """``addon.updated`` for a scheduled removal shrunk by ``restore`` slots because usage grew into it
+    (``before``: the slots until then)."""
+    after = Slots(before.active, before.renewal + restore)
+    trail.addon_changed(db, org_id=org_id, by=by, kind="addon.removal_reduced", addon=addon, before=before,
+                        after=after, at=at, effective_at=at)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from slotwise import repositories as repo
 from slotwise.errors import InvalidRequest
 from slotwise.gateway.errors import GatewayError
 from slotwise.models import Invoice, Organization
+from slotwise.services import audit
 from slotwise.services.context import Actor, Env, require_owner
 from slotwise.services.invoices import attached_token
 from slotwise.services.renewals import restart_unpaid, retry_invoice
@@ -46,6 +47,7 @@ def update_payment_method(db: Session, *, env: Env, actor: Actor, card_number: s
     if (card_number is None) == (payment_method is None):
         raise InvalidRequest("Send either card_number or payment_method.", field="payment_method")
     org = locked_org(db, actor.org_id)
+    before = {"brand": org.card_brand, "last4": org.card_last4}
     if payment_method is not None:
         customer_id = org.processor_customer_id or env.gateway.create_customer(reference=org.id, name=org.name).id
         card = env.gateway.attach_payment_method(customer_id=customer_id, payment_method=payment_method)
@@ -57,11 +59,14 @@ def update_payment_method(db: Session, *, env: Env, actor: Actor, card_number: s
         card = env.gateway.store_card(card_number or "")
         org.card_token = card.token
     org.card_brand, org.card_last4 = card.brand, card.last4
+    by = audit.by_user(db, actor)
+    audit.record(db, org_id=org.id, by=by, kind="payment_method.updated", at=at, before=before,
+                 after={"brand": card.brand, "last4": card.last4})
     sub = repo.current_subscription(db, org.id)
     if sub is not None and sub.status == "unpaid":
-        voided, invoice = restart_unpaid(db, env=env, org=org, sub=sub, at=at)
+        voided, invoice = restart_unpaid(db, env=env, org=org, sub=sub, by=by, at=at)
         return CardUpdate(org, voided=voided, restart_invoice=invoice)
     open_ids = repo.open_invoice_ids_of_org(db, org.id)
     for invoice_id in open_ids:
-        retry_invoice(db, env=env, org_id=org.id, invoice_id=invoice_id, at=at)
+        retry_invoice(db, env=env, org_id=org.id, invoice_id=invoice_id, by=by, at=at)
     return CardUpdate(org, retried=[inv for inv in (db.get(Invoice, i) for i in open_ids) if inv is not None])

@@ -23,12 +23,14 @@ from sqlalchemy.orm import Session
 from slotwise import credit_repository as credits_repo
 from slotwise import jobs
 from slotwise import repositories as repo
+from slotwise.credit_repository import Balances
 from slotwise.errors import NotFound, OwnerOnly, PaymentMethodRequired, PaymentRequired, SubscriptionRequired
 from slotwise.gateway import ChargeResult
 from slotwise.jobs import ClaimedJob, JobContext
 from slotwise.periods import Period
+from slotwise.services import audit, events, trail
 from slotwise.services.context import Actor
-from slotwise.services.invoices import LineDraft, charge_and_record
+from slotwise.services.invoices import InvoiceRecord, LineDraft, charge_and_record, waiting
 from slotwise.services.spend import RECHARGE_JOB, RETRY_AFTER_FAILURE
 from slotwise.services.topups import credits_purchase
 
@@ -71,7 +73,8 @@ def update_settings(db: Session, *, actor: Actor, settings: RechargeSettings, at
     if not repo.lock_organization(db, actor.org_id):
         raise NotFound("No such organization.")
     standing = credits_repo.recharge_standing(db, actor.org_id)
-    if standing is None:
+    account = credits_repo.account_overview(db, actor.org_id)
+    if standing is None or account is None:
         raise NotFound("No such organization.")
     values: dict[str, Any] = {"recharge_enabled": settings.enabled, "updated_at": at}
     if settings.enabled:
@@ -88,6 +91,13 @@ def update_settings(db: Session, *, actor: Actor, settings: RechargeSettings, at
     if settings.max_per_month is not None:
         values["recharge_max_per_period"] = settings.max_per_month
     credits_repo.update_account(db, actor.org_id, **values)
+    before = {"enabled": account.recharge_enabled, "threshold": account.recharge_threshold,
+              "max_per_month": account.recharge_max_per_period}
+    after = {"enabled": settings.enabled, "threshold": values.get("recharge_threshold", before["threshold"]),
+             "max_per_month": values.get("recharge_max_per_period", before["max_per_month"])}
+    if after != before:  # saving the same settings again leaves no entry
+        audit.record(db, org_id=actor.org_id, by=audit.by_user(db, actor), kind="auto_recharge.updated", at=at,
+                     before=before, after=after)
     return request_recharge(db, actor.org_id, at=at, wall_now=wall_now) if settings.enabled else None
 
 
@@ -128,14 +138,26 @@ def run_recharge(db: Session, job: ClaimedJob, ctx: JobContext) -> None:
                                 purchase=credits_purchase(pack.credits, "recharge"))
     if isinstance(invoice, ChargeResult):
         purchase.rollback()
-        record_decline(db, org_id, at=at, failures=standing.recharge_failures + 1)
+        record_decline(db, org_id, at=at, failures=standing.recharge_failures + 1, decline=invoice)
         return
     purchase.commit()
-    if invoice.status == "open":
-        return  # waiting for the Owner's bank: still in flight, nothing granted (see the module's docstring)
-    credits_repo.credit_topup_pool(db, org_id=org_id, credits=pack.credits, kind="recharge", invoice_id=invoice.id,
-                                   at=at)
+    if invoice.status == "open":  # waiting for the Owner's bank: still in flight, nothing granted (module doc)
+        waiting(db, org_id=org_id, invoice=invoice, at=at)
+        return
+    balance = credits_repo.credit_topup_pool(db, org_id=org_id, credits=pack.credits, kind="recharge",
+                                             invoice_id=invoice.id, at=at)
     credits_repo.count_recharge(db, org_id, at=at)
+    recharged(db, org_id=org_id, invoice=invoice, credits=pack.credits, balance=balance, at=at)
+
+
+def recharged(db: Session, *, org_id: str, invoice: InvoiceRecord | trail.InvoiceLike, credits: int,
+              balance: Balances, at: datetime, by: audit.By = audit.SYSTEM) -> None:
+    """A recharge was paid and its credits landed: ``credits.recharged``, ``invoice.paid`` and the entry."""
+    events.emit(db, org_id=org_id, type="credits.recharged", at=at, data={
+        "credits": credits, "invoice": invoice.id, "amount": invoice.total, "currency": invoice.currency,
+        "balance": {"plan": balance.plan, "topup": balance.topup, "total": balance.total}})
+    trail.paid_purchase(db, org_id=org_id, by=by, kind="credits.recharged", invoice=invoice, at=at,
+                        before={"topup": balance.topup - credits}, after={"topup": balance.topup, "credits": credits})
 
 
 def invoice_id_of_job(job_id: str) -> str:
@@ -143,14 +165,24 @@ def invoice_id_of_job(job_id: str) -> str:
     return "inv_" + job_id.removeprefix("job_")[:28]
 
 
-def record_decline(db: Session, org_id: str, *, at: datetime, failures: int | None = None) -> None:
+def record_decline(db: Session, org_id: str, *, at: datetime, failures: int | None = None,
+                   decline: ChargeResult | None = None) -> None:
     """A recharge was declined: one more failure in a row (``failures``, if the caller read it; the
-    third turns auto-recharge off), and none is in flight."""
+    third turns auto-recharge off, ``auto_recharge.disabled``), and none is in flight. No invoice was
+    issued, so the entry (``credits.recharge_failed``) names the decline (``decline``, if known)."""
     if failures is None:
         standing = credits_repo.recharge_standing(db, org_id)
         failures = (standing.recharge_failures if standing is not None else 0) + 1
     values: dict[str, Any] = {"recharge_failures": failures, "recharge_failed_at": at, "recharge_job_id": None,
                               "updated_at": at}
-    if failures >= FAILURES_BEFORE_DISABLING:
+    disabled = failures >= FAILURES_BEFORE_DISABLING
+    if disabled:
         values.update(recharge_enabled=False, recharge_disabled_reason=DISABLED_AFTER_FAILURES)
     credits_repo.update_account(db, org_id, **values)
+    audit.record(db, org_id=org_id, by=audit.SYSTEM, kind="credits.recharge_failed", at=at,
+                 after={"failures": failures, "decline_code": decline.failure_code if decline else None})
+    if disabled:
+        reason = {"reason": DISABLED_AFTER_FAILURES, "failures": failures}
+        events.emit(db, org_id=org_id, type="auto_recharge.disabled", data=reason, at=at)
+        audit.record(db, org_id=org_id, by=audit.SYSTEM, kind="auto_recharge.disabled", at=at,
+                     before={"enabled": True}, after={"enabled": False, **reason})

@@ -36,9 +36,9 @@ from slotwise.gateway import ChargeOutcome
 from slotwise.models import Invoice, Organization, Subscription, new_id
 from slotwise.periods import period_at_index
 from slotwise.proration import prorate
-from slotwise.services import refills
+from slotwise.services import audit, refills, trail
 from slotwise.services.context import Actor, Env, require_owner
-from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description, verify_url
+from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description, verify_url, waiting
 from slotwise.services.snapshot import load_snapshot, locked_org, subscription_period
 
 
@@ -94,6 +94,7 @@ def _charge_or_refuse(db: Session, env: Env, org: Organization, invoice: Invoice
     if result.outcome is ChargeOutcome.ACTION_REQUIRED and invoice.action_intent is not None:
         invoice.purchase = json.dumps(purchase, sort_keys=True)
         db.flush()
+        waiting(db, org_id=org.id, invoice=invoice, at=at)
         raise PaymentActionRequired(
             f"Payment needs verification: your bank asks you to confirm the payment of invoice "
             f"#{invoice.number}. Your plan changes once it is confirmed.",
@@ -102,7 +103,7 @@ def _charge_or_refuse(db: Session, env: Env, org: Organization, invoice: Invoice
 
 
 def start_subscription(
-    db: Session, *, env: Env, org: Organization, plan_code: str, at: datetime
+    db: Session, *, env: Env, org: Organization, plan_code: str, by: audit.By, at: datetime
 ) -> PlanChange:
     """Subscribe a free organization: the first period is anchored now and billed in full at once, and
     its plan credits replace the free ones. The subscription is written once the invoice is paid, so
@@ -120,13 +121,29 @@ def start_subscription(
                             currency=plan.currency, lines=[line], at=at)
     _charge_or_refuse(db, env, org, invoice, at, {"kind": PLAN_START, "plan": plan.code, "price": price,
                                                   "currency": plan.currency, "from_plan": org.plan_code})
-    _begin(db, org=org, plan=plan, price=price, invoice=invoice, at=at)
+    _begin(db, org=org, plan=plan, price=price, invoice=invoice, by=by, at=at)
     return PlanChange("started", plan.code, at, invoice)
 
 
-def _begin(db: Session, *, org: Organization, plan: Plan, price: int, invoice: Invoice, at: datetime) -> None:
+def state_of(sub: Subscription | None, plan_code: str) -> dict[str, Any]:
+    """A subscription's state as its events and entries tell it (none: the plan alone, e.g. Free)."""
+    if sub is None:
+        return trail.plan_state(plan_code, None, None, None)
+    return trail.plan_state(sub.plan_code, sub.status, sub.scheduled_plan_code, sub.period_end)
+
+
+def changed(db: Session, *, sub: Subscription, by: audit.By, kind: str, before: dict[str, Any], at: datetime,
+            invoice: Invoice | None = None, amount: bool = True) -> None:
+    """``subscription.updated`` and the entry of a change to ``sub`` (as it is now)."""
+    trail.subscription_changed(db, org_id=sub.org_id, by=by, kind=kind, subscription=sub.id, before=before,
+                               after=state_of(sub, sub.plan_code), at=at, invoice=invoice, amount=amount)
+
+
+def _begin(db: Session, *, org: Organization, plan: Plan, price: int, invoice: Invoice, by: audit.By,
+           at: datetime) -> None:
     """The subscription whose first period ``invoice`` billed and paid, anchored where that period
     starts; the free credits expire and the plan's allowance for that period is granted (SPEC §11)."""
+    before = state_of(None, org.plan_code)
     sub = Subscription(
         id=new_id("sub"), org_id=org.id, plan_code=plan.code, plan_price=price, currency=invoice.currency,
         status="active", anchor_at=invoice.period_start, period_index=0, period_start=invoice.period_start,
@@ -138,6 +155,8 @@ def _begin(db: Session, *, org: Organization, plan: Plan, price: int, invoice: I
     org.plan_code = plan.code
     refills.start_period(db, refills.subscription_start(org.id, at, plan, invoice.period_start, invoice.period_end,
                                                         paid=True, invoice_id=invoice.id))
+    trail.invoice_event(db, "invoice.paid", org_id=org.id, invoice=invoice, at=at)
+    changed(db, sub=sub, by=by, kind="plan.started", before=before, at=at, invoice=invoice)
 
 
 def change_plan(db: Session, *, env: Env, actor: Actor, plan_code: str, at: datetime) -> PlanChange:
@@ -155,28 +174,33 @@ def change_plan(db: Session, *, env: Env, actor: Actor, plan_code: str, at: date
     sub = repo.current_subscription(db, org.id)
     if sub is not None and sub.status == "unpaid":
         raise PaymentRequired()
+    by = audit.by_user(db, actor)
     if sub is None:
         if new_plan.is_free:
             raise InvalidRequest("You are already on the Free plan.", field="plan")
         refuse_while_waiting(db, org.id)
-        return start_subscription(db, env=env, org=org, plan_code=plan_code, at=at)
+        return start_subscription(db, env=env, org=org, plan_code=plan_code, by=by, at=at)
+    before = state_of(sub, sub.plan_code)
     if new_plan.code == current.code:
         if sub.scheduled_plan_code is None:
             raise InvalidRequest(f"You are already on {current.name}.", field="plan")
         sub.scheduled_plan_code = None
+        changed(db, sub=sub, by=by, kind="plan.downgrade_canceled", before=before, at=at)
         return PlanChange("downgrade_canceled", current.code, at)
     if new_plan.rank > current.rank:
         refuse_while_waiting(db, org.id)
-        return _upgrade(db, env=env, org=org, sub=sub, old=current, new=new_plan, at=at)
+        return _upgrade(db, env=env, org=org, sub=sub, old=current, new=new_plan, by=by, at=at)
     refusal = plan_change_refusal(load_snapshot(db, env.catalog, org), new_plan)
     if refusal is not None:
         raise refusal
-    sub.scheduled_plan_code = new_plan.code
+    if sub.scheduled_plan_code != new_plan.code:  # the same downgrade again changes nothing
+        sub.scheduled_plan_code = new_plan.code
+        changed(db, sub=sub, by=by, kind="plan.downgrade_scheduled", before=before, at=at)
     return PlanChange("downgrade_scheduled", new_plan.code, sub.period_end)
 
 
 def _upgrade(
-    db: Session, *, env: Env, org: Organization, sub: Subscription, old: Plan, new: Plan, at: datetime
+    db: Session, *, env: Env, org: Organization, sub: Subscription, old: Plan, new: Plan, by: audit.By, at: datetime
 ) -> PlanChange:
     period = subscription_period(sub)
     new_price = new.price or 0
@@ -195,19 +219,24 @@ def _upgrade(
     _charge_or_refuse(db, env, org, invoice, at, {
         "kind": UPGRADE, "subscription": sub.id, "from_plan": old.code, "from_price": sub.plan_price,
         "plan": new.code, "price": new_price, "scheduled": sub.scheduled_plan_code})
-    _promote(db, org=org, sub=sub, old=old, new=new, price=new_price, invoice_id=invoice.id, at=at)
-    sub.scheduled_plan_code = None
+    _promote(db, org=org, sub=sub, old=old, new=new, price=new_price, invoice=invoice, by=by, at=at,
+             clear_scheduled=True)
     return PlanChange("upgraded", new.code, at, invoice)
 
 
 def _promote(db: Session, *, org: Organization, sub: Subscription, old: Plan, new: Plan, price: int,
-             invoice_id: str, at: datetime) -> None:
+             invoice: Invoice, by: audit.By, at: datetime, clear_scheduled: bool) -> None:
+    before = state_of(sub, sub.plan_code)
     sub.plan_code, sub.plan_price = new.code, price
     org.plan_code = new.code
-    refills.upgrade(db, org_id=org.id, old=old, new=new, at=at, invoice_id=invoice_id)  # the difference, at once
+    if clear_scheduled:
+        sub.scheduled_plan_code = None
+    refills.upgrade(db, org_id=org.id, old=old, new=new, at=at, invoice_id=invoice.id)  # the difference, at once
+    trail.invoice_event(db, "invoice.paid", org_id=org.id, invoice=invoice, at=at)
+    changed(db, sub=sub, by=by, kind="plan.upgraded", before=before, at=at, invoice=invoice)
 
 
-def apply_plan_purchase(db: Session, *, env: Env, invoice: Invoice, purchase: dict[str, Any],
+def apply_plan_purchase(db: Session, *, env: Env, invoice: Invoice, purchase: dict[str, Any], by: audit.By,
                         at: datetime) -> bool:
     """Apply the plan start or upgrade that ``invoice`` (just paid, after the bank's verification)
     bought, exactly as its immediate success would have when it was bought: at the price quoted then,
@@ -231,16 +260,15 @@ def apply_plan_purchase(db: Session, *, env: Env, invoice: Invoice, purchase: di
     if purchase["kind"] == PLAN_START:
         if sub is not None or org.plan_code != purchase["from_plan"]:
             return False
-        _begin(db, org=org, plan=new, price=price, invoice=invoice, at=at)
+        _begin(db, org=org, plan=new, price=price, invoice=invoice, by=by, at=at)
         return True
     if (sub is None or sub.id != purchase["subscription"] or sub.status not in RENEWING_STATUSES
             or (sub.plan_code, sub.plan_price) != (purchase["from_plan"], purchase["from_price"])
             or sub.period_start != invoice.period_start):
         return False
     old = env.catalog.plan(str(purchase["from_plan"]))
-    _promote(db, org=org, sub=sub, old=old, new=new, price=price, invoice_id=invoice.id, at=at)
-    if sub.scheduled_plan_code == purchase.get("scheduled"):
-        sub.scheduled_plan_code = None
+    _promote(db, org=org, sub=sub, old=old, new=new, price=price, invoice=invoice, by=by, at=at,
+             clear_scheduled=sub.scheduled_plan_code == purchase.get("scheduled"))
     return True
 
 
@@ -306,7 +334,9 @@ def cancel_at_period_end(db: Session, *, env: Env, actor: Actor, at: datetime) -
             raise BelowUsage(
                 f"Free allows {count_noun(limit, resource)} and you have {used}. Archive or remove {extra} "
                 "first, then cancel.", must_free=used - limit, resource=resource)
+    before = state_of(sub, sub.plan_code)
     sub.scheduled_plan_code = FREE
+    changed(db, sub=sub, by=audit.by_user(db, actor), kind="subscription.cancel_scheduled", before=before, at=at)
     return CancelChange("cancel_scheduled", sub)
 
 
@@ -319,5 +349,7 @@ def resume(db: Session, *, env: Env, actor: Actor, at: datetime) -> CancelChange
     sub = _paid_subscription(db, org.id)
     if not is_canceling(sub):
         raise CancellationNotScheduled()
+    before = state_of(sub, sub.plan_code)
     sub.scheduled_plan_code = None
+    changed(db, sub=sub, by=audit.by_user(db, actor), kind="subscription.resumed", before=before, at=at)
     return CancelChange("resumed", sub)

@@ -19,6 +19,8 @@ from slotwise.credit_repository import Balances
 from slotwise.errors import NotFound, PaymentFailed, PaymentMethodRequired, PaymentRequired, SubscriptionRequired
 from slotwise.gateway import ChargeResult
 from slotwise.periods import Period
+from slotwise.services import trail
+from slotwise.services.audit import by_user
 from slotwise.services.context import Actor, Env, require_owner
 from slotwise.services.invoices import InvoiceRecord, LineDraft, action_required, charge_and_record
 
@@ -64,9 +66,12 @@ def top_up(db: Session, *, env: Env, actor: Actor, packs: int, at: datetime) -> 
     if isinstance(invoice, ChargeResult):
         raise PaymentFailed(invoice.failure_message, decline_code=invoice.failure_code)
     if invoice.status == "open":
-        raise action_required(invoice)
+        raise action_required(db, org_id=actor.org_id, invoice=invoice, at=at)
     balance = credits_repo.credit_topup_pool(db, org_id=actor.org_id, credits=credits, kind="topup",
                                              invoice_id=invoice.id, at=at)
+    trail.paid_purchase(db, org_id=actor.org_id, by=by_user(db, actor), kind="credits.topped_up", invoice=invoice,
+                        at=at, before={"topup": balance.topup - credits}, after={"topup": balance.topup,
+                                                                                "credits": credits})
     return TopUp(invoice, balance)
 
 

@@ -32,11 +32,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from slotwise import credit_repository as credits_repo
 from slotwise import repositories as repo
+from slotwise.capacity import Slots
 from slotwise.errors import NotFound, PaymentFailed, SlotwiseError
 from slotwise.gateway import ChargeOutcome, ChargeResult, Verdict
 from slotwise.gateway.errors import GatewayUnavailable, RefundRefused
 from slotwise.models import Charge, Invoice, Subscription, new_id
-from slotwise.services import recharges, subscriptions
+from slotwise.services import audit, recharges, subscriptions, trail
 from slotwise.services.addons import grant_slots
 from slotwise.services.context import Actor, Env, require_owner
 from slotwise.services.renewals.cycle import paid_late
@@ -83,12 +84,13 @@ class VerificationFailed(PaymentFailed):
 
 
 def settle_verification(db: Session, *, env: Env, org_id: str, invoice_id: str, result: ChargeResult,
-                        at: datetime) -> Invoice:
+                        at: datetime, by: audit.By = audit.SYSTEM) -> Invoice:
     """Apply the outcome of a payment that waited for the customer's bank to ``invoice_id`` of
     ``org_id``, under the organization lock; see the module's invariants. ``result`` paid: the
     invoice is paid with a succeeded charge (``result.reference``) and what it buys is granted;
     declined: a purchase is void with a failed charge, a renewal stays open; still waiting or
-    retryable: nothing changes."""
+    retryable: nothing changes. ``by``: who learnt the outcome (the Owner, or slotwise from the
+    processor)."""
     org = repo.locked_organization(db, org_id)
     invoice = db.get(Invoice, invoice_id, populate_existing=True) if org is not None else None
     if invoice is None or invoice.org_id != org_id:
@@ -110,15 +112,18 @@ def settle_verification(db: Session, *, env: Env, org_id: str, invoice_id: str, 
         db.flush()
         if purchase is None:
             sub = db.get(Subscription, invoice.subscription_id) if invoice.subscription_id else None
+            trail.invoice_settled(db, org_id=org_id, by=by, invoice=invoice, paid=True, at=at)
             # Verified after dunning gave up (``unpaid``): everything owed is paid, so it is active again.
-            paid_late(db, env, invoice, sub, at, reactivate=("past_due", "unpaid"))
+            paid_late(db, env, invoice, sub, at, by=by, reactivate=("past_due", "unpaid"))
         else:
-            _grant(db, env, invoice, purchase, result.reference, at)
-    elif purchase is not None:
+            _grant(db, env, invoice, purchase, result.reference, by, at)
+        return invoice
+    if purchase is not None:
         invoice.status, invoice.next_retry_at = "void", None
         db.flush()
         if purchase.get("ledger_kind") == "recharge" and _recharge_in_flight(db, invoice):
             recharges.record_decline(db, org_id, at=at)
+    trail.invoice_settled(db, org_id=org_id, by=by, invoice=invoice, paid=False, at=at)
     db.flush()
     return invoice
 
@@ -144,7 +149,8 @@ def verify(db: Session, *, env: Env, actor: Actor, invoice_id: str, verdict: Ver
         raise GatewayUnavailable()
     if result.outcome is ChargeOutcome.ACTION_REQUIRED:
         raise VerificationPending(invoice=invoice.id)
-    settled = settle_verification(db, env=env, org_id=actor.org_id, invoice_id=invoice.id, result=result, at=at)
+    settled = settle_verification(db, env=env, org_id=actor.org_id, invoice_id=invoice.id, result=result, at=at,
+                                  by=audit.by_user(db, actor))
     if not result.succeeded:
         raise VerificationFailed(result.failure_message, invoice=invoice.id, decline_code=result.decline_code)
     return settled
@@ -207,24 +213,38 @@ def _purchase(invoice: Invoice) -> dict[str, Any] | None:
     return value
 
 
-def _grant(db: Session, env: Env, invoice: Invoice, purchase: dict[str, Any], reference: str,
+def _grant(db: Session, env: Env, invoice: Invoice, purchase: dict[str, Any], reference: str, by: audit.By,
            at: datetime) -> None:
-    kind = purchase.get("kind")
+    """What the paid ``invoice`` bought, with its event and entry as if paid when it was bought."""
+    kind, org_id = purchase.get("kind"), invoice.org_id
     if kind in subscriptions.PLAN_PURCHASES:
-        if not subscriptions.apply_plan_purchase(db, env=env, invoice=invoice, purchase=purchase, at=at):
+        if not subscriptions.apply_plan_purchase(db, env=env, invoice=invoice, purchase=purchase, by=by, at=at):
+            trail.invoice_settled(db, org_id=org_id, by=by, invoice=invoice, paid=True, at=at)
             _refund(db, env, invoice, reference, at)
         return
     if kind == "slots":
         addon = env.catalog.addon(str(purchase["addon"]))
-        held = addon.code in repo.addons_of_org(db, invoice.org_id)
-        grant_slots(db, org_id=invoice.org_id, addon=addon, quantity=int(purchase["quantity"]),
-                    unit_price=int(purchase["unit_price"]), held=held, at=at)
+        row = repo.addons_of_org(db, org_id).get(addon.code)
+        before = Slots(row.active_slots, row.renewal_slots) if row is not None else Slots()
+        quantity = int(purchase["quantity"])
+        grant_slots(db, org_id=org_id, addon=addon, quantity=quantity, unit_price=int(purchase["unit_price"]),
+                    held=row is not None, at=at)
+        trail.invoice_event(db, "invoice.paid", org_id=org_id, invoice=invoice, at=at)
+        trail.addon_changed(db, org_id=org_id, by=by, kind="addon.added", addon=addon.code, before=before,
+                            after=Slots(before.active + quantity, before.renewal + quantity), at=at,
+                            effective_at=at, invoice=invoice)
     elif kind == "credits":
-        ledger_kind = str(purchase["ledger_kind"])
-        credits_repo.credit_topup_pool(db, org_id=invoice.org_id, credits=int(purchase["credits"]),
-                                       kind=ledger_kind, invoice_id=invoice.id, at=at)
-        if ledger_kind == "recharge" and _recharge_in_flight(db, invoice):
-            credits_repo.count_recharge(db, invoice.org_id, at=at)
+        ledger_kind, credits = str(purchase["ledger_kind"]), int(purchase["credits"])
+        balance = credits_repo.credit_topup_pool(db, org_id=org_id, credits=credits, kind=ledger_kind,
+                                                 invoice_id=invoice.id, at=at)
+        if ledger_kind == "recharge":
+            if _recharge_in_flight(db, invoice):
+                credits_repo.count_recharge(db, org_id, at=at)
+            recharges.recharged(db, org_id=org_id, invoice=invoice, credits=credits, balance=balance, at=at, by=by)
+        else:
+            trail.paid_purchase(db, org_id=org_id, by=by, kind="credits.topped_up", invoice=invoice, at=at,
+                                before={"topup": balance.topup - credits},
+                                after={"topup": balance.topup, "credits": credits})
     else:
         raise ValueError(f"invoice {invoice.id}: unknown purchase {kind!r}")
 

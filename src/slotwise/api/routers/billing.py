@@ -169,10 +169,11 @@ def get_billing_details(actor: OrgActor, db: SessionDep) -> ps.BillingDetailsOut
 
 
 @router.put(ORG + "/billing-details", response_model=ps.BillingDetailsOut, responses=ERRORS)
-def put_billing_details(body: ps.BillingDetailsIn, actor: OrgActor, db: SessionDep) -> ps.BillingDetailsOut:
+def put_billing_details(body: ps.BillingDetailsIn, actor: OrgActor, db: SessionDep,
+                        now: NowDep) -> ps.BillingDetailsOut:
     """Replace the details (Owner only); the same body twice stores the same details."""
     details = billing_details.update_billing_details(db, actor=actor, email=body.email, company=body.company,
-                                                     address=body.address)
+                                                     address=body.address, at=now)
     return ps.billing_details(details)
 
 

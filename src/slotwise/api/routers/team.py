@@ -57,8 +57,8 @@ def unarchive_agent(
 
 
 @router.delete(ORG + "/agents/{agent_id}", status_code=204, responses=ERRORS)
-def delete_agent(agent_id: str, actor: OrgActor, db: SessionDep) -> Response:
-    agents.delete_agent(db, actor=actor, agent_id=agent_id)
+def delete_agent(agent_id: str, actor: OrgActor, db: SessionDep, now: NowDep) -> Response:
+    agents.delete_agent(db, actor=actor, agent_id=agent_id, at=now)
     return Response(status_code=204)
 
 
@@ -72,8 +72,8 @@ def list_members(
 
 
 @router.delete(ORG + "/members/{user_id}", status_code=204, responses=ERRORS)
-def remove_member(user_id: str, actor: OrgActor, db: SessionDep) -> Response:
-    members.remove_member(db, actor=actor, user_id=user_id)
+def remove_member(user_id: str, actor: OrgActor, db: SessionDep, now: NowDep) -> Response:
+    members.remove_member(db, actor=actor, user_id=user_id, at=now)
     return Response(status_code=204)
 
 
@@ -102,15 +102,15 @@ def create_invitation(
 
 
 @router.delete(ORG + "/invitations/{invitation_id}", status_code=204, responses=ERRORS)
-def revoke_invitation(invitation_id: str, actor: OrgActor, db: SessionDep) -> Response:
-    members.revoke_invitation(db, actor=actor, invitation_id=invitation_id)
+def revoke_invitation(invitation_id: str, actor: OrgActor, db: SessionDep, now: NowDep) -> Response:
+    members.revoke_invitation(db, actor=actor, invitation_id=invitation_id, at=now)
     return Response(status_code=204)
 
 
 @router.post("/v1/invitations/{token}/accept", status_code=201, response_model=s.UserWithToken,
              responses=ERRORS)
 def accept_invitation(token: str, body: s.AcceptInvitation, db: SessionDep, now: NowDep) -> s.UserWithToken:
-    withdrawn = members.withdraw_if_unusable(db, token=token)
+    withdrawn = members.withdraw_if_unusable(db, token=token, at=now)
     if withdrawn is not None:
         db.commit()  # the withdrawal (its seat freed) stands although the acceptance is refused
         raise withdrawn

@@ -17,15 +17,16 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
+from slotwise.capacity import Slots
 from slotwise.catalog import Plan
 from slotwise.gateway import ChargeResult
 from slotwise.models import new_id
 from slotwise.periods import period_at_index
-from slotwise.services import refills
+from slotwise.services import audit, refills, trail
 from slotwise.services.context import Env
 from slotwise.services.invoices import attempt_charge, billed_invoice_id
 from slotwise.services.refills import CreditWrites, PeriodStart
-from slotwise.services.renewals.cycle import RETRY_AFTER_DAYS, SweepReport, renewal_lines
+from slotwise.services.renewals.cycle import RETRY_AFTER_DAYS, SweepReport, removed, renewal_lines, renewed
 
 LATEST_INSTANT = datetime(9000, 1, 1, tzinfo=UTC)  # periods must still fit in a datetime after it
 
@@ -72,6 +73,9 @@ class Renewing:
         return (self.status == "active" and self.refills_at is not None and self.refills_at <= at
                 and self.refills_at < self.period_end)
 
+    def state(self) -> dict[str, object]:
+        return trail.plan_state(self.plan_code, self.status, self.scheduled_plan_code, self.period_end)
+
     @property
     def free(self) -> bool:
         """No subscription in force (none, or it ended this batch): credits on the monthly anchor."""
@@ -111,15 +115,17 @@ def renew_round(db: Session, env: Env, orgs: list[Renewing], report: SweepReport
     unknown: list[str] = []  # billing keys to look up
     billed: list[str] = []
     for org in orgs:
+        before, due = org.state(), org.period_end
         next_plan = env.catalog.plan(org.scheduled_plan_code or org.plan_code)
-        kept = _settle_slots(env, org, next_plan, writes)
+        kept = _settle_slots(db, env, org, next_plan, writes)
         if next_plan.is_free:
             starts.append(refills.free_start(env.catalog, org.org_id, org.period_end))
             _end_on_free(org, writes, report)
+            renewed(db, org_id=org.org_id, sub_id=org.sub_id, before=before, after=org.state(), invoice=None, at=due)
             continue
         was_billed, org.next_billed = org.next_billed, None  # what is known of the period renewed now
         invoice, sub_row = _draft_renewal(env, org, next_plan, kept, writes)
-        drafts.append((org, next_plan, invoice, sub_row))
+        drafts.append((org, next_plan, invoice, sub_row, before))
         if was_billed is None:
             unknown.append(invoice["billing_key"])
         elif was_billed:
@@ -129,8 +135,10 @@ def renew_round(db: Session, env: Env, orgs: list[Renewing], report: SweepReport
     billed += repo.billed_keys(db, unknown) if unknown else []
     if billed:
         raise RuntimeError(f"renewal periods billed already: {sorted(map(str, billed))}; run `slotwise doctor`")
-    for org, plan, invoice, sub_row in drafts:
+    for org, plan, invoice, sub_row, before in drafts:
         _collect_first(env, org, invoice, sub_row, writes, report)
+        renewed(db, org_id=org.org_id, sub_id=org.sub_id, before=before, after=org.state(),
+                invoice=trail.InvoiceFacts.of(invoice), at=invoice["created_at"])
         starts.append(refills.subscription_start(
             org.org_id, invoice["created_at"], plan, invoice["period_start"], invoice["period_end"],
             paid=invoice["status"] == "paid", invoice_id=invoice["id"]))
@@ -170,12 +178,15 @@ def write_credits(db: Session, env: Env, starts: Sequence[PeriodStart], free: Se
     writes.write(db)
 
 
-def _settle_slots(env: Env, org: Renewing, next_plan: Plan, writes: _Writes) -> list[_Slots]:
+def _settle_slots(db: Session, env: Env, org: Renewing, next_plan: Plan, writes: _Writes) -> list[_Slots]:
     """``settle_addons_for_period`` on the plain rows."""
     kept = []
     for code in sorted(org.slots):
         row = org.slots[code]
-        if row.renewal_slots == 0 or next_plan.is_free:
+        gone = row.renewal_slots == 0 or next_plan.is_free
+        removed(db, org_id=org.org_id, by=audit.SYSTEM, addon=code, before=Slots(row.active_slots, row.renewal_slots),
+                kept=0 if gone else row.renewal_slots, at=org.period_end)
+        if gone:
             del org.slots[code]
             writes.dropped_addons.append({"key_org_id": org.org_id, "key_addon_code": code})
             continue

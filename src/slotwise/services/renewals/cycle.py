@@ -21,11 +21,12 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
+from slotwise.capacity import Slots
 from slotwise.catalog import Plan
 from slotwise.errors import PaymentFailed
 from slotwise.models import Invoice, OrgAddon, Organization, Subscription, new_id
 from slotwise.periods import Period, period_at_index
-from slotwise.services import refills
+from slotwise.services import audit, refills, trail
 from slotwise.services.context import Env
 from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
 
@@ -78,12 +79,16 @@ def renewal_lines(env: Env, next_plan: Plan, addons: Sequence[SlotsRow], period:
     return lines
 
 
-def settle_addons_for_period(db: Session, env: Env, org_id: str, next_plan: Plan, at: datetime) -> list[OrgAddon]:
+def settle_addons_for_period(db: Session, env: Env, org_id: str, next_plan: Plan, at: datetime,
+                             by: audit.By = audit.SYSTEM) -> list[OrgAddon]:
     """Active slots become the renewal slots (removals take effect), at today's catalog prices;
     add-ons the next plan does not offer, or with nothing kept, are gone. Returns what remains."""
     kept = []
     for row in repo.addons_of_org(db, org_id).values():
-        if row.renewal_slots == 0 or next_plan.is_free:
+        gone = row.renewal_slots == 0 or next_plan.is_free
+        removed(db, org_id=org_id, by=by, addon=row.addon_code, before=Slots(row.active_slots, row.renewal_slots),
+                kept=0 if gone else row.renewal_slots, at=at)
+        if gone:
             db.delete(row)
             continue
         row.active_slots = row.renewal_slots
@@ -93,16 +98,45 @@ def settle_addons_for_period(db: Session, env: Env, org_id: str, next_plan: Plan
     return kept
 
 
+def removed(db: Session, *, org_id: str, by: audit.By, addon: str, before: Slots, kept: int, at: datetime) -> None:
+    """``addon.updated`` for slots a renewal took away (a scheduled removal, or an add-on that ended);
+    nothing for an add-on renewed as it was."""
+    if kept != before.active:
+        trail.addon_changed(db, org_id=org_id, by=by, kind="addon.removed", addon=addon, before=before,
+                            after=Slots(kept, kept), at=at, effective_at=at)
+
+
+def state(sub: Subscription) -> dict[str, object]:
+    return trail.plan_state(sub.plan_code, sub.status, sub.scheduled_plan_code, sub.period_end)
+
+
+def renewed(db: Session, *, org_id: str, sub_id: str, before: dict[str, object], after: dict[str, object],
+            invoice: trail.InvoiceLike | None, at: datetime) -> None:
+    """What a renewal tells: ended on Free (no invoice), or a new period whose invoice was paid or declined."""
+    if invoice is None:
+        kind = "subscription.ended"
+    else:
+        paid = invoice.status == "paid"
+        trail.invoice_event(db, "invoice.paid" if paid else "invoice.payment_failed", org_id=org_id,
+                            invoice=invoice, at=at)
+        kind = "subscription.renewed" if paid else "subscription.renewal_failed"
+    trail.subscription_changed(db, org_id=org_id, by=audit.SYSTEM, kind=kind, subscription=sub_id, before=before,
+                               after=after, at=at, invoice=invoice,
+                               amount=invoice is not None and invoice.status == "paid")
+
+
 def _renew(db: Session, env: Env, org: Organization, sub: Subscription, report: SweepReport) -> None:
     """Renew ``sub`` once, at the instant its period ended; its plan credits expire then, and the next
     period's are granted if it is paid."""
     due = sub.period_end
+    before = state(sub)
     next_plan = env.catalog.plan(sub.scheduled_plan_code or sub.plan_code)
     addons = settle_addons_for_period(db, env, org.id, next_plan, due)
     org.plan_code = next_plan.code
     if next_plan.is_free:
         sub.status, sub.canceled_at, sub.scheduled_plan_code = "canceled", due, None
         report.canceled.append(sub.id)
+        renewed(db, org_id=org.id, sub_id=sub.id, before=before, after=state(sub), invoice=None, at=due)
         if refills.start_period(db, refills.free_start(env.catalog, org.id, due)):
             report.refilled.append(org.id)
         return
@@ -119,6 +153,7 @@ def _renew(db: Session, env: Env, org: Organization, sub: Subscription, report: 
         sub.status = "past_due"
         invoice.next_retry_at = due + timedelta(days=RETRY_AFTER_DAYS[0])
         report.payments_failed.append(invoice.id)
+    renewed(db, org_id=org.id, sub_id=sub.id, before=before, after=state(sub), invoice=invoice, at=due)
     start = refills.subscription_start(org.id, due, next_plan, period.start, period.end, paid=paid,
                                        invoice_id=invoice.id)
     if refills.start_period(db, start):
@@ -126,25 +161,29 @@ def _renew(db: Session, env: Env, org: Organization, sub: Subscription, report: 
 
 
 def _retry(db: Session, env: Env, org: Organization, invoice: Invoice, when: datetime, *, scheduled: bool,
-           report: SweepReport | None = None) -> bool:
+           by: audit.By = audit.SYSTEM, report: SweepReport | None = None) -> bool:
     """One more attempt to collect an open invoice at ``when``; True if it was paid. Paying the current
     period's invoice grants the period's plan credits, which waited for it."""
     paid = collect(db, env.gateway, org, invoice, when).succeeded
     sub = db.get(Subscription, invoice.subscription_id) if invoice.subscription_id else None
+    trail.invoice_settled(db, org_id=org.id, by=by, invoice=invoice, paid=paid, at=when)
     if paid:
-        if paid_late(db, env, invoice, sub, when) and report is not None:
+        if paid_late(db, env, invoice, sub, when, by=by) and report is not None:
             report.refilled.append(org.id)
     elif scheduled:
         later = [invoice.created_at + timedelta(days=d) for d in RETRY_AFTER_DAYS]
         invoice.next_retry_at = next((t for t in later if t > when), None)
         if invoice.next_retry_at is None and sub is not None and sub.status == "past_due":
+            before = state(sub)
             sub.status = "unpaid"  # dunning is over: nothing more is billed or granted until a new card
+            trail.subscription_changed(db, org_id=org.id, by=by, kind="subscription.unpaid", subscription=sub.id,
+                                       before=before, after=state(sub), at=when, invoice=invoice, amount=False)
     db.flush()
     return paid
 
 
 def paid_late(db: Session, env: Env, invoice: Invoice, sub: Subscription | None, when: datetime,
-              *, reactivate: tuple[str, ...] = ("past_due",)) -> bool:
+              *, by: audit.By, reactivate: tuple[str, ...] = ("past_due",)) -> bool:
     """What paying an open invoice after its first attempt does (a retry, a new card, the bank's
     verification): no more retries; a subscription in one of the ``reactivate`` statuses owing nothing
     else is active again; paying the current period's invoice grants the period's plan credits, which
@@ -152,7 +191,11 @@ def paid_late(db: Session, env: Env, invoice: Invoice, sub: Subscription | None,
     invoice.next_retry_at = None
     db.flush()
     if sub is not None and sub.status in reactivate and not repo.open_invoices_of_subscription(db, sub.id):
+        before = state(sub)
         sub.status = "active"
+        trail.subscription_changed(db, org_id=sub.org_id, by=by, kind="subscription.reactivated",
+                                   subscription=sub.id, before=before, after=state(sub), at=when, invoice=invoice,
+                                   amount=False)
     return bool(sub is not None and sub.status != "canceled" and invoice.kind in PERIOD_KINDS
                 and invoice.period_start == sub.period_start
                 and refills.grant_paid_period(db, sub=sub, plan=env.catalog.plan(sub.plan_code), at=when,
@@ -197,18 +240,19 @@ def catch_up(db: Session, *, env: Env, org_id: str, at: datetime) -> SweepReport
     return report
 
 
-def retry_invoice(db: Session, *, env: Env, org_id: str, invoice_id: str, at: datetime) -> bool | None:
+def retry_invoice(db: Session, *, env: Env, org_id: str, invoice_id: str, by: audit.By,
+                  at: datetime) -> bool | None:
     """Collect an open invoice now (a new card): True if paid, False if declined, None if it was
     not open any more. Scheduled retries are left as they were if it is declined."""
     org = repo.locked_organization(db, org_id)
     invoice = db.get(Invoice, invoice_id, populate_existing=True)
     if org is None or invoice is None or invoice.status != "open":
         return None
-    return _retry(db, env, org, invoice, at, scheduled=False)
+    return _retry(db, env, org, invoice, at, scheduled=False, by=by)
 
 
 def restart_unpaid(
-    db: Session, *, env: Env, org: Organization, sub: Subscription, at: datetime
+    db: Session, *, env: Env, org: Organization, sub: Subscription, by: audit.By, at: datetime
 ) -> tuple[Sequence[str], Invoice | None]:
     """End an ``unpaid`` subscription and start its successor now, billed in full.
 
@@ -221,11 +265,14 @@ def restart_unpaid(
     """
     voided = repo.void_open_invoices_of_org(db, org.id)
     next_plan = env.catalog.plan(sub.scheduled_plan_code or sub.plan_code)
-    addons = settle_addons_for_period(db, env, org.id, next_plan, at)
+    addons = settle_addons_for_period(db, env, org.id, next_plan, at, by=by)
+    before = state(sub)
     sub.status, sub.canceled_at, sub.scheduled_plan_code = "canceled", at, None
     org.plan_code = next_plan.code
     if next_plan.is_free:
         refills.start_period(db, refills.free_start(env.catalog, org.id, at))
+        trail.subscription_changed(db, org_id=org.id, by=by, kind="subscription.ended", subscription=sub.id,
+                                   before=before, after=state(sub), at=at)
         return voided, None
     period = period_at_index(at, 0)
     new = Subscription(id=new_id("sub"), org_id=org.id, plan_code=next_plan.code, plan_price=next_plan.price or 0,
@@ -242,4 +289,7 @@ def restart_unpaid(
         raise PaymentFailed(f"{declined} Your subscription was not restarted.", decline_code=result.failure_code)
     refills.start_period(db, refills.subscription_start(org.id, at, next_plan, period.start, period.end, paid=True,
                                                         invoice_id=invoice.id))
+    trail.invoice_event(db, "invoice.paid", org_id=org.id, invoice=invoice, at=at, voided=list(voided))
+    trail.subscription_changed(db, org_id=org.id, by=by, kind="subscription.restarted", subscription=new.id,
+                               before=before, after=state(new), at=at, invoice=invoice)
     return voided, invoice
