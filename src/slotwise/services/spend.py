@@ -13,6 +13,14 @@ On PostgreSQL the whole spend — debit, ledger entry, daily usage roll-up and, 
 below the auto-recharge threshold, the recharge job — is **one statement**: on an autocommit
 connection it is one round trip and commits on its own. On SQLite the same steps run as a few
 statements inside the caller's transaction (local calls, no network).
+
+A spend that takes the total balance across a line tells the platform (SPEC §14), in the same
+statement: ``credits.low`` when it falls below the auto-recharge threshold (whether or not
+auto-recharge is on; it defaults to 100), ``credits.depleted`` when it reaches 0. Each is written by
+the one spend that crosses (``crossings``: the balance before was at or above the line; the row lock
+orders concurrent spends, so exactly one sees it), once per crossing: the next spends start below the
+line, until a refill, top-up or recharge lifts it again. An ordinary spend crosses nothing and its
+statement writes no event (the extra parts of the statement run on no rows).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any, Literal
 import psycopg
 from sqlalchemy import Connection, Date, TextClause, bindparam, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeEngine
 
@@ -33,6 +42,7 @@ from slotwise.catalog import Activity, CreditTerms, Model
 from slotwise.credits import spend_cost, split
 from slotwise.errors import Conflict, IdempotencyConflict, InsufficientCredits, NotFound
 from slotwise.models import UTCDateTime, new_id
+from slotwise.services import events
 
 RECHARGE_JOB = "credit_recharge"
 UNIQUE_VIOLATION = psycopg.errors.UniqueViolation  # the lane's form of a reference race
@@ -72,6 +82,20 @@ class Spent:
 
 
 AgentState = Literal["none", "ok", "missing", "archived"]
+LOW, DEPLETED = "credits.low", "credits.depleted"
+
+
+def crossings(before: int, after: int, threshold: int) -> list[str]:
+    """The events a spend taking the total balance from ``before`` to ``after`` writes, in order (see
+    the module's note; ``CROSSINGS_POSTGRESQL`` is the same rule in SQL)."""
+    return [event for event, crossed in ((LOW, after < threshold <= before), (DEPLETED, after == 0 < before))
+            if crossed]
+
+
+def crossing_data(*, plan: int, topup: int, threshold: int, reference: str, recharge: bool) -> dict[str, Any]:
+    """A crossing event's payload (``CROSSINGS_POSTGRESQL`` builds the same)."""
+    return {"balance": {"plan": plan, "topup": topup, "total": plan + topup}, "threshold": threshold,
+            "reference": reference, "recharge_requested": recharge}
 
 
 def spend(conn: Connection, *, terms: CreditTerms, org_id: str, request: SpendRequest, at: datetime,
@@ -157,6 +181,45 @@ _AGENT_STATE = """CASE WHEN CAST(:agent_id AS VARCHAR) IS NULL THEN 'none'
                          AND g.archived_at IS NOT NULL) THEN 'archived'
             ELSE 'ok' END"""
 
+# The crossing events of the ``debit`` CTE's row (its balances after, and the threshold) written by the
+# statement itself (``events.emit``'s outbox rows: the event, a delivery for every enabled endpoint
+# taking its type, the endpoint's stream marked due), so the common spend stays one round trip.
+CROSSINGS_POSTGRESQL = f"""
+, crossed AS (
+    SELECT c.type, d.plan_balance, d.topup_balance, d.recharge_threshold, d.recharge_job_id
+    FROM debit d CROSS JOIN LATERAL (
+        SELECT '{LOW}' AS type, 1 AS position
+        WHERE d.plan_balance + d.topup_balance < d.recharge_threshold
+          AND d.plan_balance + d.topup_balance + :cost >= d.recharge_threshold
+        UNION ALL
+        SELECT '{DEPLETED}', 2 WHERE d.plan_balance + d.topup_balance = 0 AND :cost > 0
+    ) c
+    ORDER BY c.position
+), event AS (
+    INSERT INTO events (id, org_id, type, payload, created_at)
+    SELECT 'evt_' || substr(md5(random()::text || clock_timestamp()::text), 1, 16), :org_id, x.type,
+           json_build_object(
+               'balance', json_build_object('plan', x.plan_balance, 'topup', x.topup_balance,
+                                            'total', x.plan_balance + x.topup_balance),
+               'recharge_requested', x.recharge_job_id IS NOT DISTINCT FROM CAST(:job_id AS VARCHAR),
+               'reference', CAST(:reference AS TEXT), 'threshold', x.recharge_threshold)::text,
+           :now
+    FROM crossed x
+    RETURNING seq, type
+), owed AS (
+    INSERT INTO webhook_deliveries (id, endpoint_id, stream_key, event_seq, status, attempts, next_attempt_at,
+                                    created_at)
+    SELECT 'whd_' || substr(md5(random()::text || e.seq::text || w.id), 1, 16), w.id, :org_id, e.seq, 'pending', 0,
+           :wall_now, :wall_now
+    FROM event e JOIN webhook_endpoints w
+      ON w.enabled AND (w.event_types IS NULL OR CAST(w.event_types AS jsonb) @> to_jsonb(CAST(e.type AS TEXT)))
+    RETURNING endpoint_id
+), stream AS (
+    INSERT INTO webhook_streams (endpoint_id, stream_key, run_at)
+    SELECT DISTINCT o.endpoint_id, :org_id, CAST(:wall_now AS TIMESTAMPTZ) FROM owed o
+    ON CONFLICT (endpoint_id, stream_key) DO UPDATE SET run_at = COALESCE(webhook_streams.run_at, excluded.run_at)
+)"""
+
 SPEND_POSTGRESQL = _sql(f"""
 WITH debit AS (
     UPDATE credit_accounts a SET
@@ -169,7 +232,7 @@ WITH debit AS (
     WHERE a.org_id = :org_id AND a.plan_balance + a.topup_balance >= :cost
       AND NOT EXISTS (SELECT 1 FROM credit_ledger p WHERE p.org_id = :org_id AND p.reference = :reference)
       AND ({_AGENT_STATE}) IN ('none', 'ok')
-    RETURNING a.plan_balance, a.topup_balance, a.last_from_plan, a.recharge_job_id
+    RETURNING a.plan_balance, a.topup_balance, a.last_from_plan, a.recharge_job_id, a.recharge_threshold
 ), entry AS (
     INSERT INTO credit_ledger (id, org_id, kind, plan_delta, topup_delta, reference, request_hash, activity,
                                model, units, cost, agent_id, playground, plan_after, topup_after, created_at)
@@ -185,7 +248,7 @@ WITH debit AS (
     INSERT INTO jobs (id, kind, org_id, payload, run_at, attempts, created_at)
     SELECT :job_id, '{RECHARGE_JOB}', :org_id, '{{}}', :wall_now, 0, :wall_now
     FROM debit d WHERE d.recharge_job_id = :job_id
-)
+){CROSSINGS_POSTGRESQL}
 SELECT d.plan_balance, d.topup_balance, d.last_from_plan, d.recharge_job_id = :job_id AS recharge,
        a.plan_balance + a.topup_balance AS seen_total,
        ({_AGENT_STATE}) AS agent_state
@@ -226,7 +289,7 @@ BALANCE = _sql("SELECT plan_balance + topup_balance AS total FROM credit_account
 
 
 _ACCOUNT_SQLITE = _sql(f"""
-SELECT a.plan_balance, a.topup_balance,
+SELECT a.plan_balance, a.topup_balance, a.recharge_threshold,
        CASE WHEN {_RECHARGE_DUE} THEN 1 ELSE 0 END AS recharge_due,
        ({_AGENT_STATE}) AS agent_state
 FROM credit_accounts a WHERE a.org_id = :org_id
@@ -277,5 +340,10 @@ def _spend_sqlite(conn: Connection, request: SpendRequest, cost: int, params: di
     conn.execute(_USAGE_SQLITE, values)
     if recharge:
         conn.execute(_JOB_SQLITE, values)
+    for event in crossings(account.plan_balance + account.topup_balance, plan + topup, account.recharge_threshold):
+        # A session over the caller's connection joins its transaction (and never ends it).
+        events.emit(Session(bind=conn), org_id=params["org_id"], type=event, at=params["now"], data=crossing_data(
+            plan=plan, topup=topup, threshold=account.recharge_threshold, reference=request.reference,
+            recharge=recharge))
     return Spent(params["entry_id"], request.reference, cost, taken.from_plan, taken.from_topup, plan, topup,
                  recharge_requested=recharge)
