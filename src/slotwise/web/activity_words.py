@@ -211,6 +211,7 @@ LABELS = {
 }
 MONEY_KEYS = {"price", "net", "platform_fee", "amount"}
 HIDDEN = {"currency", "owner", "organization", "invoice", "member", "agent", "reason"}  # ids, or said elsewhere
+SAID = {"agent": {"name", "archived"}, "member": {"email", "role"}, "invitation": {"email", "role"}}  # in the sentence
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 
 
@@ -242,8 +243,9 @@ def changes(entry: Entry, limit: int = 4) -> list[str]:
     if entry.kind == "payment_method.updated":
         return [f"Card: {_card(before)} → {_card(after)}" if before.get("last4") else f"Card: {_card(after)}"]
     lines = []
+    said = SAID.get(entry.kind.split(".", 1)[0], set())
     for key in dict.fromkeys([*before, *after]):
-        if key in HIDDEN or key == "last4" or (key in before and key in after and before[key] == after[key]):
+        if key in HIDDEN or key in said or (key in before and key in after and before[key] == after[key]):
             continue
         label = LABELS.get(key, key.replace("_", " ").capitalize())
         if key in before and key in after:
