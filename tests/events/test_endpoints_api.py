@@ -50,15 +50,14 @@ class TestRegister:
     def test_every_type_when_events_are_left_out(self, api: Api) -> None:
         assert register(api)["events"] is None
 
-    @pytest.mark.parametrize("url", ["ftp://example.test/x", "example.test/hook", "https://", "http://a b/",
-                                     "https://example.test:99999/", "javascript:alert(1)",
-                                     "https://example.test/" + "x" * 1990])
-    def test_a_url_must_be_http_or_https_and_not_too_long(self, api: Api, url: str) -> None:
-        response = call(api, "POST", body={"url": url})
-        assert response.status_code == 422, response.text
-        assert response.json()["error"]["code"] in ("invalid_url", "invalid_request")
-        if len(url) <= 2000:
-            assert response.json()["error"]["code"] == "invalid_url"
+    def test_a_url_must_be_http_or_https_and_not_too_long(self, api: Api) -> None:
+        for url in ["ftp://example.test/x", "example.test/hook", "https://", "http://a b/", "https://example.test:99999/",
+                    "javascript:alert(1)", "http://example.test/\x00"]:
+            response = call(api, "POST", body={"url": url})
+            assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_url", url
+        too_long = call(api, "POST", body={"url": "https://example.test/" + "x" * 1990})
+        assert too_long.status_code == 422 and too_long.json()["error"]["code"] == "invalid_request"
+        assert call(api, "GET").json()["data"] == []
 
     def test_unknown_event_types_are_refused_by_name(self, api: Api) -> None:
         response = call(api, "POST", body={"url": "https://example.test/h", "events": ["credits.low", "nope.x"]})

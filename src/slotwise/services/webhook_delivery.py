@@ -292,24 +292,25 @@ def disable(endpoint: WebhookEndpoint, reason: str, *, at: datetime) -> None:
 
 def run_stream(sessions: sessionmaker[Session], stream: ClaimedStream, *, sender: Sender, sealer: Sealer,
                wall_clock: Callable[[], datetime], lease: timedelta = LEASE) -> int:
-    """Send the claimed stream's due deliveries in order, each attempt recorded in its own short
-    transaction and none sent inside one; how many requests were made."""
+    """Send the claimed stream's due deliveries in order, none inside a transaction: each attempt is
+    recorded, and the next delivery read (the lease renewed), in one short transaction; how many
+    requests were made."""
     sent = 0
-    while sent < PER_CLAIM:
-        with sessions.begin() as db:
-            found = next_outgoing(db, stream, sealer=sealer, now=wall_clock(), lease=lease)
-        if found is None:
-            return sent
+    with sessions.begin() as db:
+        found = next_outgoing(db, stream, sealer=sealer, now=wall_clock(), lease=lease)
+    while found is not None:
         out, stream = found
         outcome = send(sender, out, now=wall_clock())
         sent += 1
         with sessions.begin() as db:
             if not record(db, stream, out, outcome, at=wall_clock()):
                 return sent
-    with sessions.begin() as db:  # its turn is over: due again, behind the streams already waiting
-        row = _locked_stream(db, stream)
-        if row is not None:
-            _release(row, wall_clock())
+            if sent >= PER_CLAIM:  # its turn is over: due again, behind the streams already waiting
+                row = _locked_stream(db, stream)
+                if row is not None:
+                    _release(row, wall_clock())
+                return sent
+            found = next_outgoing(db, stream, sealer=sealer, now=wall_clock(), lease=lease)
     return sent
 
 
