@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1
 DEMO_DB     ?= sqlite:///slotwise-demo.db
 DEMO_KEY    ?= demo-operator-key
 DEMO_PORT   ?= 8000
+# Seals the webhook endpoints' signing secrets (config.py); a demo's own, never a production key.
+DEMO_SECRET_KEY ?= demo-secret-key-for-webhook-signing-secrets
 
 .PHONY: install demo test lint typecheck pytest postgres chromium screenshots lock clean
 
@@ -22,6 +24,7 @@ demo: install
 	SLOTWISE_DATABASE_URL=$${SLOTWISE_DATABASE_URL:-$(DEMO_DB)} \
 	SLOTWISE_OPERATOR_KEY=$${SLOTWISE_OPERATOR_KEY:-$(DEMO_KEY)} \
 	SLOTWISE_CLOCK=$${SLOTWISE_CLOCK:-simulated} \
+	SLOTWISE_SECRET_KEY=$${SLOTWISE_SECRET_KEY:-$(DEMO_SECRET_KEY)} \
 	sh -c '$(BIN)/slotwise migrate >/dev/null && $(BIN)/slotwise demo --port $(DEMO_PORT) && \
 	       exec $(BIN)/slotwise serve --host 127.0.0.1 --port $(DEMO_PORT)'
 
@@ -58,12 +61,14 @@ clean:
 RACE_TRIALS   ?= 100
 CRASH_TRIALS  ?= 50
 RECONCILE_TRIALS ?= 20
+WEBHOOK_CRASH_TRIALS ?= 20
 FLOOD_ROUNDS  ?= 20
 FUZZ_EXAMPLES ?= 100
 .PHONY: reliability
 reliability: install postgres
 	SLOTWISE_RACE_TRIALS=$(RACE_TRIALS) SLOTWISE_CRASH_TRIALS=$(CRASH_TRIALS) SLOTWISE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
 	SLOTWISE_FLOOD_ROUNDS=$(FLOOD_ROUNDS) SLOTWISE_RECONCILE_TRIALS=$(RECONCILE_TRIALS) \
+	SLOTWISE_WEBHOOK_CRASH_TRIALS=$(WEBHOOK_CRASH_TRIALS) \
 	$(BIN)/pytest -q -p no:cacheprovider tests/reliability
 
 # SPEC §10 figures (docs/BENCHMARKS.md): slotwise's capacity check and add/remove path vs pgbench and raw sqlite3,
@@ -74,6 +79,7 @@ bench: install postgres wrk
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.sweep --orgs 100000 --workers 1,2
 	$(BIN)/python -m bench.usage
+	$(BIN)/python -m bench.webhooks
 
 wrk:
 	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
