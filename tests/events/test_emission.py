@@ -95,6 +95,17 @@ class TestAddons:
             ("added", 3, 3), ("removal_scheduled", 3, 2), ("removal_cancelled", 3, 3)]
         assert updates[1]["effective_at"].startswith("2026-12-15")  # the next billing date
 
+    def test_an_agent_created_into_a_scheduled_removal_shrinks_it_and_says_so(self, org: Org,
+                                                                             engine: Engine) -> None:
+        assert org.add_slots("agent_slots", 1).status_code == 200
+        assert org.remove_slots("agent_slots", 1).status_code == 200
+        capacity = org.capacity("agents")
+        made = org.create_agents(capacity["total"] - capacity["used"])  # the last one needs the slot kept
+        reduced = events_of(engine, org.id, "addon.updated")[-1].data
+        assert (reduced["change"], reduced["active_slots"], reduced["renewal_slots"]) == ("removal_reduced", 1, 1)
+        assert [e.data["subject_id"] for e in entries_of(engine, org.id, "agent.created")] == made
+        assert len(entries_of(engine, org.id, "addon.removal_reduced")) == 1
+
     def test_a_declined_card_writes_nothing(self, org: Org, engine: Engine) -> None:
         assert set_card(org, DECLINED_CARD).status_code == 200
         before = counts(engine, org.id)
@@ -220,6 +231,14 @@ class TestRenewals:
         last = events_of(engine, org.id, "subscription.updated")[-1].data
         assert (last["change"], last["status"]) == ("subscription.unpaid", "unpaid")
         assert [e.data["actor_type"] for e in entries_of(engine, org.id, "invoice.payment_failed")] == ["system"] * 3
+
+    def test_a_renewal_the_bank_asks_to_verify(self, api: Api, org: Org, engine: Engine) -> None:
+        assert org.put("/payment-method", {"payment_method": SCA_CARD}).status_code == 200
+        api.clock_to("2026-12-15T10:00:00Z")
+        assert kinds(events_of(engine, org.id))[-3:] == ["invoice.payment_failed", "subscription.updated",
+                                                         "payment.action_required"]
+        asked = _only(engine, org, "payment.action_required")
+        assert asked["verify_url"] == f"/billing/invoices/{asked['invoice']}/verify"
 
     def test_the_sweep_s_batch_writes_the_same(self, api: Api, engine: Engine) -> None:
         orgs = [api.create_org("pro") for _ in range(3)]

@@ -18,7 +18,7 @@ from slotwise.gateway.base import ChargeRequest
 from slotwise.gateway.errors import GatewayUnavailable
 from slotwise.models import Charge, Invoice, InvoiceLine, Organization, new_id
 from slotwise.periods import Period, short_range
-from slotwise.services.trail import invoice_event
+from slotwise.services.trail import InvoiceLike, invoice_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +270,7 @@ def action_required(db: Session, *, org_id: str, invoice: InvoiceRecord, at: dat
         invoice=invoice.id, verify_url=verify_url(invoice.id))
 
 
-def waiting(db: Session, *, org_id: str, invoice: InvoiceRecord | Invoice, at: datetime) -> None:
+def waiting(db: Session, *, org_id: str, invoice: InvoiceLike, at: datetime) -> None:
     """Tell the platform a payment waits for the customer's bank (``payment.action_required``)."""
     invoice_event(db, "payment.action_required", org_id=org_id, invoice=invoice, at=at,
                   verify_url=verify_url(invoice.id))

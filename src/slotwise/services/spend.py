@@ -181,12 +181,13 @@ _AGENT_STATE = """CASE WHEN CAST(:agent_id AS VARCHAR) IS NULL THEN 'none'
                          AND g.archived_at IS NOT NULL) THEN 'archived'
             ELSE 'ok' END"""
 
-# The crossing events of the ``debit`` CTE's row (its balances after, and the threshold) written by the
-# statement itself (``events.emit``'s outbox rows: the event, a delivery for every enabled endpoint
-# taking its type, the endpoint's stream marked due), so the common spend stays one round trip.
+# The crossing events of the ``debit`` CTE's row (its org_id, balances after, threshold and
+# recharge_job_id) written by the statement itself (``events.emit``'s outbox rows: the event, a delivery
+# for every enabled endpoint taking its type, the endpoint's stream marked due), so the common spend
+# stays one round trip. Any statement with such a ``debit`` CTE can append it (the paid agents' message).
 CROSSINGS_POSTGRESQL = f"""
 , crossed AS (
-    SELECT c.type, d.plan_balance, d.topup_balance, d.recharge_threshold, d.recharge_job_id
+    SELECT c.type, d.org_id, d.plan_balance, d.topup_balance, d.recharge_threshold, d.recharge_job_id
     FROM debit d CROSS JOIN LATERAL (
         SELECT '{LOW}' AS type, 1 AS position
         WHERE d.plan_balance + d.topup_balance < d.recharge_threshold
@@ -197,7 +198,7 @@ CROSSINGS_POSTGRESQL = f"""
     ORDER BY c.position
 ), event AS (
     INSERT INTO events (id, org_id, type, payload, created_at)
-    SELECT 'evt_' || substr(md5(random()::text || clock_timestamp()::text), 1, 16), :org_id, x.type,
+    SELECT 'evt_' || substr(md5(random()::text || clock_timestamp()::text), 1, 16), x.org_id, x.type,
            json_build_object(
                'balance', json_build_object('plan', x.plan_balance, 'topup', x.topup_balance,
                                             'total', x.plan_balance + x.topup_balance),
@@ -205,18 +206,18 @@ CROSSINGS_POSTGRESQL = f"""
                'reference', CAST(:reference AS TEXT), 'threshold', x.recharge_threshold)::text,
            :now
     FROM crossed x
-    RETURNING seq, type
+    RETURNING seq, type, org_id
 ), owed AS (
     INSERT INTO webhook_deliveries (id, endpoint_id, stream_key, event_seq, status, attempts, next_attempt_at,
                                     created_at)
-    SELECT 'whd_' || substr(md5(random()::text || e.seq::text || w.id), 1, 16), w.id, :org_id, e.seq, 'pending', 0,
+    SELECT 'whd_' || substr(md5(random()::text || e.seq::text || w.id), 1, 16), w.id, e.org_id, e.seq, 'pending', 0,
            :wall_now, :wall_now
     FROM event e JOIN webhook_endpoints w
       ON w.enabled AND (w.event_types IS NULL OR CAST(w.event_types AS jsonb) @> to_jsonb(CAST(e.type AS TEXT)))
-    RETURNING endpoint_id
+    RETURNING endpoint_id, stream_key
 ), stream AS (
     INSERT INTO webhook_streams (endpoint_id, stream_key, run_at)
-    SELECT DISTINCT o.endpoint_id, :org_id, CAST(:wall_now AS TIMESTAMPTZ) FROM owed o
+    SELECT DISTINCT o.endpoint_id, o.stream_key, CAST(:wall_now AS TIMESTAMPTZ) FROM owed o
     ON CONFLICT (endpoint_id, stream_key) DO UPDATE SET run_at = COALESCE(webhook_streams.run_at, excluded.run_at)
 )"""
 
@@ -232,7 +233,7 @@ WITH debit AS (
     WHERE a.org_id = :org_id AND a.plan_balance + a.topup_balance >= :cost
       AND NOT EXISTS (SELECT 1 FROM credit_ledger p WHERE p.org_id = :org_id AND p.reference = :reference)
       AND ({_AGENT_STATE}) IN ('none', 'ok')
-    RETURNING a.plan_balance, a.topup_balance, a.last_from_plan, a.recharge_job_id, a.recharge_threshold
+    RETURNING a.org_id, a.plan_balance, a.topup_balance, a.last_from_plan, a.recharge_job_id, a.recharge_threshold
 ), entry AS (
     INSERT INTO credit_ledger (id, org_id, kind, plan_delta, topup_delta, reference, request_hash, activity,
                                model, units, cost, agent_id, playground, plan_after, topup_after, created_at)

@@ -24,7 +24,7 @@ from slotwise.models import new_id
 from slotwise.periods import period_at_index
 from slotwise.services import audit, refills, trail
 from slotwise.services.context import Env
-from slotwise.services.invoices import attempt_charge, billed_invoice_id
+from slotwise.services.invoices import attempt_charge, billed_invoice_id, waiting
 from slotwise.services.refills import CreditWrites, PeriodStart
 from slotwise.services.renewals.cycle import RETRY_AFTER_DAYS, SweepReport, removed, renewal_lines, renewed
 
@@ -137,8 +137,11 @@ def renew_round(db: Session, env: Env, orgs: list[Renewing], report: SweepReport
         raise RuntimeError(f"renewal periods billed already: {sorted(map(str, billed))}; run `slotwise doctor`")
     for org, plan, invoice, sub_row, before in drafts:
         _collect_first(env, org, invoice, sub_row, writes, report)
-        renewed(db, org_id=org.org_id, sub_id=org.sub_id, before=before, after=org.state(),
-                invoice=trail.InvoiceFacts.of(invoice), at=invoice["created_at"])
+        facts = trail.InvoiceFacts.of(invoice)
+        renewed(db, org_id=org.org_id, sub_id=org.sub_id, before=before, after=org.state(), invoice=facts,
+                at=invoice["created_at"])
+        if invoice["action_intent"] is not None:  # the bank asks the Owner to verify (``_collect_first``)
+            waiting(db, org_id=org.org_id, invoice=facts, at=invoice["created_at"])
         starts.append(refills.subscription_start(
             org.org_id, invoice["created_at"], plan, invoice["period_start"], invoice["period_end"],
             paid=invoice["status"] == "paid", invoice_id=invoice["id"]))

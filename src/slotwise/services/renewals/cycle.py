@@ -28,7 +28,7 @@ from slotwise.models import Invoice, OrgAddon, Organization, Subscription, new_i
 from slotwise.periods import Period, period_at_index
 from slotwise.services import audit, refills, trail
 from slotwise.services.context import Env
-from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description
+from slotwise.services.invoices import LineDraft, collect, issue_invoice, line_description, waiting
 
 RETRY_AFTER_DAYS = (1, 3, 5)  # after a failed renewal charge
 RENEWING = ("active", "past_due")  # statuses whose periods keep renewing
@@ -148,12 +148,15 @@ def _renew(db: Session, env: Env, org: Organization, sub: Subscription, report: 
                             currency=sub.currency, lines=renewal_lines(env, next_plan, addons, period), at=due,
                             billing_key=f"period:{sub.id}:{period.index}")
     report.renewed.append(invoice.id)
-    paid = collect(db, env.gateway, org, invoice, due).succeeded
+    result = collect(db, env.gateway, org, invoice, due)
+    paid = result.succeeded
     if not paid:
         sub.status = "past_due"
         invoice.next_retry_at = due + timedelta(days=RETRY_AFTER_DAYS[0])
         report.payments_failed.append(invoice.id)
     renewed(db, org_id=org.id, sub_id=sub.id, before=before, after=state(sub), invoice=invoice, at=due)
+    if result.action is not None:  # the bank asks the Owner to verify: the dunning runs meanwhile
+        waiting(db, org_id=org.id, invoice=invoice, at=due)
     start = refills.subscription_start(org.id, due, next_plan, period.start, period.end, paid=paid,
                                        invoice_id=invoice.id)
     if refills.start_period(db, start):
@@ -164,9 +167,12 @@ def _retry(db: Session, env: Env, org: Organization, invoice: Invoice, when: dat
            by: audit.By = audit.SYSTEM, report: SweepReport | None = None) -> bool:
     """One more attempt to collect an open invoice at ``when``; True if it was paid. Paying the current
     period's invoice grants the period's plan credits, which waited for it."""
-    paid = collect(db, env.gateway, org, invoice, when).succeeded
+    result = collect(db, env.gateway, org, invoice, when)
+    paid = result.succeeded
     sub = db.get(Subscription, invoice.subscription_id) if invoice.subscription_id else None
     trail.invoice_settled(db, org_id=org.id, by=by, invoice=invoice, paid=paid, at=when)
+    if result.action is not None:
+        waiting(db, org_id=org.id, invoice=invoice, at=when)
     if paid:
         if paid_late(db, env, invoice, sub, when, by=by) and report is not None:
             report.refilled.append(org.id)
