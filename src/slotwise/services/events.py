@@ -44,6 +44,11 @@ _INSERT_EVENT = text(
     "VALUES (:id, :org_id, :type, :payload, :created_at) RETURNING seq"
 ).bindparams(bindparam("created_at", type_=UTCDateTime()))
 _ENDPOINTS = text("SELECT id, event_types FROM webhook_endpoints WHERE enabled")
+# On PostgreSQL the endpoints read are key-share locked until the change commits: an endpoint being
+# deleted meanwhile is then either skipped (its deletion committed first) or deleted after, with what
+# it was owed; never a delivery pointing at a deleted endpoint, which would fail the change itself.
+# Changing an endpoint (FOR NO KEY UPDATE) does not wait for emitters, nor they for it.
+_ENDPOINTS_LOCKED = text("SELECT id, event_types FROM webhook_endpoints WHERE enabled FOR KEY SHARE")
 _INSERT_DELIVERY = text(
     "INSERT INTO webhook_deliveries (id, endpoint_id, stream_key, event_seq, status, attempts, "
     "next_attempt_at, created_at) VALUES (:id, :endpoint_id, :stream_key, :event_seq, 'pending', 0, :due, :due)"
@@ -67,7 +72,8 @@ def emit(db: Session, *, org_id: str | None, type: str, data: Mapping[str, Any],
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
     event_id, seq = _write(db, org_id=org_id, type=type, data=data, at=at)
-    owed = [row.id for row in db.execute(_ENDPOINTS) if takes(row.event_types, type)]
+    endpoints = _ENDPOINTS_LOCKED if _dialect(db) == "postgresql" else _ENDPOINTS
+    owed = [row.id for row in db.execute(endpoints) if takes(row.event_types, type)]
     _owe(db, owed, org_id=org_id, seq=seq)
     return event_id
 
@@ -78,6 +84,10 @@ def emit_test(db: Session, *, endpoint_id: str, at: datetime) -> tuple[str, str]
     event_id, seq = _write(db, org_id=None, type=TEST_EVENT_TYPE, data={"endpoint": endpoint_id}, at=at)
     [delivery_id] = _owe(db, [endpoint_id], org_id=None, seq=seq)
     return event_id, delivery_id
+
+
+def _dialect(db: Session | Connection) -> str:
+    return (db.dialect if isinstance(db, Connection) else db.get_bind().dialect).name
 
 
 def _write(db: Session | Connection, *, org_id: str | None, type: str, data: Mapping[str, Any],

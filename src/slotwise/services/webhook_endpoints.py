@@ -103,7 +103,8 @@ def create(db: Session, *, sealer: Sealer, url: str, types: Sequence[str] | None
 
 def get(db: Session, endpoint_id: str, *, lock: bool = False) -> WebhookEndpoint:
     query = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
-    found = db.execute(query.with_for_update() if lock else query).scalar_one_or_none()
+    # FOR NO KEY UPDATE: emitters key-share lock the endpoints they owe (events.emit), and need not wait.
+    found = db.execute(query.with_for_update(key_share=True) if lock else query).scalar_one_or_none()
     if found is None:
         raise endpoint_not_found()
     return found

@@ -116,12 +116,15 @@ async def replay_delivery(endpoint_id: str, delivery_id: str, state: StateDep) -
     """Send a delivered or failed delivery's event again now (same ``webhook-id``), logged as a replay;
     a 2xx makes a failed delivery delivered. 409 ``delivery_pending``: the worker has it in hand."""
     sealer = sealer_for(state.settings.secret_key)
-    sender = Sender()
-    try:
-        done = await run_in_threadpool(lambda: we.replay(state.sessions, endpoint_id, delivery_id, sealer=sealer,
-                                                         sender=sender, now=wall_now()))
-    finally:
-        sender.close()
+
+    def send_again() -> we.Replayed:  # on a worker thread: the client's set-up and the request block
+        sender = Sender()
+        try:
+            return we.replay(state.sessions, endpoint_id, delivery_id, sealer=sealer, sender=sender, now=wall_now())
+        finally:
+            sender.close()
+
+    done = await run_in_threadpool(send_again)
     outcome = done.outcome
     return ws.ReplayOut(
         delivery_id=done.delivery_id, event_id=done.event_id, status=done.status,
