@@ -189,6 +189,22 @@ class TestTheVisitorMessage:
         assert answers[0][-1][1]["pass"]["status"] == "used_up"
         assert state(engine, worlds[0][0]) == state(engine, worlds[1][0])
 
+    @pytest.mark.parametrize("general", [False, True], ids=["lane", "general"])
+    def test_the_message_that_crosses_the_low_line_writes_credits_low_once(
+            self, api: Api, client: TestClient, engine: Engine, general: bool) -> None:
+        org, agent_id = paid_agent(api, CONFIG)
+        token = buy(client, agent_id).json()["visitor_token"]
+        set_balances(engine, org, plan=0, topup=101)  # the auto-recharge threshold is 100
+        for n, total in enumerate((100, 99, 98)):
+            sent = _post(api, f"/v1/agents/{agent_id}/messages", {"visitor_token": token, "reference": f"m{n}"},
+                         general=general)
+            assert sent.status_code == 200 and sent.json()["balance"]["total"] == total, sent.text
+        with engine.connect() as conn:
+            crossed = conn.execute(text("select type, payload from events where org_id = :o and type like 'credits.%'"),
+                                   {"o": org.id}).all()
+        assert [(e.type, json.loads(e.payload)["balance"]["total"]) for e in crossed] == [("credits.low", 99)]
+        assert json.loads(crossed[0].payload)["reference"] == "m1"
+
     def test_free_and_restricted_agents_spend_alike(self, api: Api, engine: Engine) -> None:
         orgs = []
         for general in (False, True):

@@ -14,7 +14,8 @@ general path, with the same answers (tests/api/test_fast_paid_routes.py holds th
   cost (re-checked on the newest account row) and the reference is new; ``taken`` takes the pass's
   credit only if ``debit`` did. Either both happen or neither, and concurrent messages on one pass
   queue on its row lock: with N credits left, exactly N of them succeed. The ledger entry, the daily
-  roll-up and the auto-recharge job are ``services.spend``'s, from the same debit.
+  roll-up, the auto-recharge job and the ``credits.low`` / ``credits.depleted`` events of a debit that
+  crosses their line are ``services.spend``'s, from the same debit.
 * Anything else reads why in a second round trip: a repeated reference answers the first result
   (``PRIOR``, having taken nothing), a refusal says its reason, or ``insufficient_credits`` with the
   balance.
@@ -87,7 +88,7 @@ WITH x AS ({_access_sql(by_token)}
             WHEN 'paid' THEN EXISTS (SELECT 1 FROM held h WHERE h.refunded_at IS NULL AND h.credits_left > 0
                                                           AND h.expires_at > :now)
             ELSE false END)
-    RETURNING a.org_id, a.plan_balance, a.topup_balance, a.last_from_plan, a.recharge_job_id
+    RETURNING a.org_id, a.plan_balance, a.topup_balance, a.last_from_plan, a.recharge_job_id, a.recharge_threshold
 ), entry AS (
     INSERT INTO credit_ledger (id, org_id, kind, plan_delta, topup_delta, reference, request_hash, activity,
                                model, units, cost, agent_id, playground, plan_after, topup_after, created_at)
@@ -107,7 +108,7 @@ WITH x AS ({_access_sql(by_token)}
     UPDATE passes p SET credits_left = p.credits_left - 1
     FROM held h, debit d WHERE p.id = h.id
     RETURNING p.credits_left
-)
+){spending.CROSSINGS_POSTGRESQL}
 SELECT x.*, h.id AS held_id, h.credits_left AS held_left, h.expires_at AS held_expires,
        h.refunded_at AS held_refunded, d.plan_balance, d.topup_balance, d.last_from_plan,
        d.recharge_job_id = :job_id AS recharge, t.credits_left AS left_after
