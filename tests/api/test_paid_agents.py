@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import Engine, text
 
+from slotwise.services import audit
 from tests.credit_support import set_balances
 from tests.factories import Api, Org, error_of
 
@@ -461,3 +462,6 @@ class TestEventsAndAudit:
         assert json.loads(entries[0].before) == {"mode": "free", "price": None, "currency": None,
                                                  "access_days": None, "message_credits": None}
         assert json.loads(entries[1].before)["mode"] == "paid" and entries[1].subject_id == agent_id
+        with engine.connect() as conn:  # every kind paid agents write is one the trail lists
+            written = set(conn.execute(text("select distinct kind from audit_entries")).scalars())
+        assert {"agent.access_changed"} <= written <= set(audit.KINDS), written - set(audit.KINDS)

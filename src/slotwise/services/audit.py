@@ -49,8 +49,8 @@ KINDS: tuple[str, ...] = (
     # people and agents, which capacity is counted against
     "member.added", "member.removed", "invitation.created", "invitation.revoked", "invitation.accepted",
     "invitation.withdrawn", "agent.created", "agent.archived", "agent.restored", "agent.deleted",
-    # paid agents (services.paid_access)
-    "pass.created", "pass.refunded",
+    # paid agents (services.paid_access): who may talk to an agent, and the passes sold
+    "agent.access_changed", "pass.created", "pass.refunded",
 )
 
 OPERATOR = By("operator", label="operator")
