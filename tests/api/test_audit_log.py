@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from slotwise.models import AuditEntry
 from slotwise.services import audit
-from tests.factories import Api, Org, error_of
+from tests.factories import DECLINED_CARD, GOOD_CARD, Api, Org, error_of
 
 AT = datetime(2026, 11, 15, 9, 0, tzinfo=UTC)
 
@@ -84,6 +84,33 @@ class TestTheOwnerReads:
         assert (entry["actor"]["type"], entry["actor"]["id"]) == ("user", org.owner_id)
         assert entry["actor"]["label"].endswith("@example.test")
         assert (entry["before"]["mode"], entry["after"]["mode"]) == ("free", "restricted")
+
+    def test_slots_bought_removed_and_kept_through_the_api_appear_with_their_money(self, api: Api) -> None:
+        org = api.create_org("pro", card=GOOD_CARD)
+        bought = org.add_slots("agent_slots", 2)
+        assert bought.status_code == 200, bought.text
+        invoice = bought.json()["invoice"]
+        assert org.remove_slots("agent_slots", 1).status_code == 200
+        assert org.post("/addons/agent_slots/keep").status_code == 200
+        kept, scheduled, added = ok(org.get("/audit-log?kind=addon."))["data"]
+        assert (added["kind"], added["subject_id"]) == ("addon.added", "agent_slots")
+        assert (added["actor"]["type"], added["actor"]["id"]) == ("user", org.owner_id)
+        assert (added["before"], added["after"]) == ({"active_slots": 0, "renewal_slots": 0},
+                                                     {"active_slots": 2, "renewal_slots": 2})
+        assert (added["amount"], added["currency"], added["invoice_id"]) == (invoice["total"], "usd", invoice["id"])
+        assert (scheduled["kind"], scheduled["after"]["renewal_slots"], scheduled["amount"]) == (
+            "addon.removal_scheduled", 1, None)
+        assert (kept["kind"], kept["after"]["renewal_slots"]) == ("addon.removal_cancelled", 2)
+
+    def test_a_refused_change_leaves_no_entry(self, api: Api) -> None:
+        org = api.create_org("pro", card=GOOD_CARD)
+        admin = org.add_member("admin")
+        assert org.put("/payment-method", {"card_number": DECLINED_CARD}).status_code == 200  # declines at charge
+        before = ok(org.get("/audit-log"))
+        error_of(org.add_slots("agent_slots", 1, token=admin["api_token"]), 403, "owner_only")
+        error_of(org.remove_slots("member_slots", 1), 422, "invalid_request")
+        error_of(org.add_slots("agent_slots", 1), 402, "payment_failed")  # the invoice, slots and entry roll back
+        assert ok(org.get("/audit-log")) == before
 
     def test_only_this_organizations_entries(self, api: Api, sessions: sessionmaker[Session], engine: Engine) -> None:
         mine, theirs = api.create_org("pro"), api.create_org("pro")
