@@ -215,6 +215,13 @@ def _paywall_verify(page: Page) -> None:
     page.get_by_role("heading", name="Confirm your payment with your bank").wait_for()
 
 
+def _activity_filtered(page: Page) -> None:
+    page.goto("/activity")
+    page.get_by_label("Kind of change").select_option(label="All: passes")
+    page.get_by_role("button", name="Show activity").click()
+    page.get_by_role("heading", name="Passes").wait_for()
+
+
 SHOTS: list[tuple[str, Callable[[Page], None], bool]] = [
     ("addons", lambda p: p.goto("/billing/addons"), True),
     ("add-dialog", _add_dialog, False),
@@ -237,6 +244,8 @@ SHOTS: list[tuple[str, Callable[[Page], None], bool]] = [
     ("paywall-declined", _paywall_declined, True),
     ("paywall-receipt", _paywall_receipt, True),
     ("paywall-verify", _paywall_verify, True),
+    ("activity", lambda p: p.goto("/activity"), True),
+    ("activity-filtered", _activity_filtered, True),
 ]
 
 
