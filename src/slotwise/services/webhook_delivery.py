@@ -26,14 +26,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
 
 import httpx
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from slotwise import __version__
-from slotwise.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookStream, new_id
+from slotwise.models import (
+    Event,
+    UTCDateTime,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookStream,
+    new_id,
+)
 from slotwise.services.webhook_secrets import Sealer
 
 # After the 1st, 2nd … 7th failed try; the 8th failure is the last (about 27.6 hours in all).
@@ -56,10 +65,10 @@ USER_AGENT = f"slotwise-webhooks/{__version__}"
 
 # --- what is sent -----------------------------------------------------------------------------------
 
-def body_of(event: Event) -> str:
+def body_of(*, event_id: str, type: str, created_at: datetime, organization: str | None, payload: str) -> str:
     """The request body, the same on every try: ``{"id", "type", "created_at", "organization", "data"}``."""
-    return json.dumps({"id": event.id, "type": event.type, "created_at": event.created_at.isoformat(),
-                       "organization": event.org_id, "data": json.loads(event.payload)}, separators=(",", ":"))
+    return json.dumps({"id": event_id, "type": type, "created_at": created_at.isoformat(),
+                       "organization": organization, "data": json.loads(payload)}, separators=(",", ":"))
 
 
 def signature(secrets: list[str], *, msg_id: str, at: datetime, body: str) -> str:
@@ -157,7 +166,14 @@ class Outgoing:
     secrets: list[str]
 
 
-def _secrets(endpoint: WebhookEndpoint, sealer: Sealer, now: datetime) -> list[str]:
+class Sealed(Protocol):
+    secret_sealed: str
+    previous_secret_sealed: str | None
+    previous_secret_until: datetime | None
+
+
+def secrets_of(endpoint: Sealed, sealer: Sealer, now: datetime) -> list[str]:
+    """The endpoint's signing secrets, opened: its own, and a rotated one until its overlap ends."""
     found = [sealer.open(endpoint.secret_sealed)]
     if endpoint.previous_secret_sealed and endpoint.previous_secret_until and endpoint.previous_secret_until > now:
         found.append(sealer.open(endpoint.previous_secret_sealed))
@@ -167,7 +183,9 @@ def _secrets(endpoint: WebhookEndpoint, sealer: Sealer, now: datetime) -> list[s
 def outgoing(db: Session, endpoint: WebhookEndpoint, delivery: WebhookDelivery, *, sealer: Sealer,
              now: datetime) -> Outgoing:
     event = db.execute(select(Event).where(Event.seq == delivery.event_seq)).scalar_one()
-    return Outgoing(delivery.id, endpoint.id, event.id, endpoint.url, body_of(event), _secrets(endpoint, sealer, now))
+    body = body_of(event_id=event.id, type=event.type, created_at=event.created_at, organization=event.org_id,
+                   payload=event.payload)
+    return Outgoing(delivery.id, endpoint.id, event.id, endpoint.url, body, secrets_of(endpoint, sealer, now))
 
 
 def send(sender: Sender, out: Outgoing, *, now: datetime) -> Outcome:
@@ -211,83 +229,128 @@ def claim_stream(db: Session, *, now: datetime, lease: timedelta = LEASE) -> Cla
     return ClaimedStream(row.endpoint_id, row.stream_key, until)
 
 
-def _locked_stream(db: Session, stream: ClaimedStream) -> WebhookStream | None:
-    """The stream's row, locked (an emitting transaction holds it while it marks the stream due), if
-    this worker's lease still holds it."""
-    row = db.execute(select(WebhookStream).where(WebhookStream.endpoint_id == stream.endpoint_id,
-                                                 WebhookStream.stream_key == stream.stream_key)
-                     .with_for_update()).scalar_one_or_none()
-    return row if row is not None and row.locked_until == stream.lease else None
+# The per-event statements, built once (a delivery is the worker's hot path), run on the session's
+# connection without the ORM.
+def _p(name: str) -> Any:
+    return bindparam(name, type_=UTCDateTime())
 
 
-def _release(row: WebhookStream, run_at: datetime | None) -> None:
-    row.run_at, row.locked_until = run_at, None
+_STREAM = and_(WebhookStream.endpoint_id == bindparam("b_endpoint"),
+               WebhookStream.stream_key == bindparam("b_stream"))
+_LOCK_STREAM = select(WebhookStream.locked_until).where(_STREAM).with_for_update()
+_SET_STREAM = update(WebhookStream).where(_STREAM).values(run_at=_p("run_at"), locked_until=_p("locked_until"))
+_ENDPOINT = select(WebhookEndpoint.id, WebhookEndpoint.url, WebhookEndpoint.enabled, WebhookEndpoint.secret_sealed,
+                   WebhookEndpoint.previous_secret_sealed, WebhookEndpoint.previous_secret_until,
+                   WebhookEndpoint.failing_since).where(WebhookEndpoint.id == bindparam("b_endpoint"))
+_HEAD = (select(WebhookDelivery.id, WebhookDelivery.next_attempt_at, Event.id.label("event_id"), Event.type,
+                Event.created_at, Event.org_id, Event.payload)
+         .join(Event, Event.seq == WebhookDelivery.event_seq)
+         .where(WebhookDelivery.endpoint_id == bindparam("b_endpoint"),
+                WebhookDelivery.stream_key == bindparam("b_stream"), WebhookDelivery.status == "pending")
+         .order_by(WebhookDelivery.event_seq).limit(1))
+_TRIED = (update(WebhookDelivery).where(WebhookDelivery.id == bindparam("b_delivery"),
+                                        WebhookDelivery.status == "pending")
+          .values(attempts=WebhookDelivery.attempts + 1).returning(WebhookDelivery.attempts))
+_SETTLE = (update(WebhookDelivery).where(WebhookDelivery.id == bindparam("b_delivery"))
+           .values(status=bindparam("status"), delivered_at=_p("delivered_at"),
+                   next_attempt_at=_p("next_attempt_at")))
+_ANSWERING = (update(WebhookEndpoint).where(WebhookEndpoint.id == bindparam("b_endpoint"),
+                                            WebhookEndpoint.failing_since.is_not(None)).values(failing_since=None))
+_FAILING = (update(WebhookEndpoint).where(WebhookEndpoint.id == bindparam("b_endpoint"))
+            .values(failing_since=_p("failing_since")))
+_DISABLE = (update(WebhookEndpoint).where(WebhookEndpoint.id == bindparam("b_endpoint"))
+            .values(enabled=False, disabled_reason=bindparam("reason"), updated_at=_p("at")))
+
+
+def _lock(conn: Connection, stream: ClaimedStream) -> bool:
+    """Lock the stream's row (an emitting transaction holds it while it marks the stream due); True
+    if this worker's lease still holds it."""
+    held = conn.execute(_LOCK_STREAM, _keys(stream)).first()
+    return held is not None and held.locked_until == stream.lease
+
+
+def _keys(stream: ClaimedStream) -> dict[str, str]:
+    return {"b_endpoint": stream.endpoint_id, "b_stream": stream.stream_key}
+
+
+def _release(conn: Connection, stream: ClaimedStream, run_at: datetime | None) -> None:
+    conn.execute(_SET_STREAM, {**_keys(stream), "run_at": run_at, "locked_until": None})
 
 
 def next_outgoing(db: Session, stream: ClaimedStream, *, sealer: Sealer, now: datetime,
-                  lease: timedelta = LEASE) -> tuple[Outgoing, ClaimedStream] | None:
+                  lease: timedelta = LEASE, locked: bool = False) -> tuple[Outgoing, ClaimedStream] | None:
     """The stream's head delivery if it is due, with the lease renewed; None (the stream released,
     due at its head's next try, or not at all when nothing is pending) when there is nothing to send
-    now. The stream row is locked first, so an event committed meanwhile is either seen here or marks
-    the stream due after this transaction."""
-    row = _locked_stream(db, stream)
-    if row is None:
+    now. The stream row is locked first (``locked``: by the caller, in this transaction), so an event
+    committed meanwhile is either seen here or marks the stream due after this transaction."""
+    conn = db.connection()
+    if not locked and not _lock(conn, stream):
         return None
-    endpoint = db.get(WebhookEndpoint, stream.endpoint_id)
+    endpoint = conn.execute(_ENDPOINT, {"b_endpoint": stream.endpoint_id}).first()
     if endpoint is None or not endpoint.enabled:
-        _release(row, row.run_at)  # re-enabling the endpoint makes it due again
+        if endpoint is not None:  # left due: re-enabling the endpoint sends it
+            conn.execute(update(WebhookStream).where(_STREAM).values(locked_until=None), _keys(stream))
         return None
-    head = db.execute(select(WebhookDelivery).where(
-        WebhookDelivery.endpoint_id == stream.endpoint_id, WebhookDelivery.stream_key == stream.stream_key,
-        WebhookDelivery.status == "pending").order_by(WebhookDelivery.event_seq).limit(1)).scalar_one_or_none()
+    head = conn.execute(_HEAD, _keys(stream)).first()
     if head is None:
-        _release(row, None)
+        _release(conn, stream, None)
         return None
     if head.next_attempt_at is not None and head.next_attempt_at > now:
-        _release(row, head.next_attempt_at)
+        _release(conn, stream, head.next_attempt_at)
         return None
-    row.locked_until = now + lease
-    return outgoing(db, endpoint, head, sealer=sealer, now=now), replace(stream, lease=row.locked_until)
+    renewed = replace(stream, lease=now + lease)
+    conn.execute(_SET_STREAM, {**_keys(stream), "run_at": now, "locked_until": renewed.lease})
+    body = body_of(event_id=head.event_id, type=head.type, created_at=head.created_at, organization=head.org_id,
+                   payload=head.payload)
+    return Outgoing(head.id, endpoint.id, head.event_id, endpoint.url, body, secrets_of(endpoint, sealer, now)), renewed
 
 
 def record(db: Session, stream: ClaimedStream, out: Outgoing, outcome: Outcome, *, at: datetime) -> bool:
-    """Log the attempt and settle the delivery; True if the stream goes on to its next delivery.
+    """Log the attempt and settle the delivery; True if the stream goes on to its next delivery (its
+    row locked, the lease still this worker's).
 
     Only the holder of the lease changes the delivery (a worker whose lease lapsed mid-send only logs
     what it did: the new holder sends again, at least once)."""
-    row = _locked_stream(db, stream)
-    endpoint = db.get(WebhookEndpoint, stream.endpoint_id)
+    conn = db.connection()
+    ours = _lock(conn, stream)
+    endpoint = conn.execute(_ENDPOINT, {"b_endpoint": stream.endpoint_id}).first()
     if endpoint is None:  # deleted meanwhile, with all it was owed
         return False
     log_attempt(db, out, outcome, at=at)
-    delivery = db.get(WebhookDelivery, out.delivery_id)
-    if row is None or delivery is None or delivery.status != "pending":
+    tried = conn.execute(_TRIED, {"b_delivery": out.delivery_id}).first() if ours else None
+    if tried is None:  # not ours any more, or settled meanwhile
         return False
-    delivery.attempts += 1
+    attempts = int(tried.attempts)
     if outcome.ok:
-        delivery.status, delivery.delivered_at, delivery.next_attempt_at = "delivered", at, None
-        endpoint.failing_since = None
+        conn.execute(_SETTLE, {"b_delivery": out.delivery_id, "status": "delivered", "delivered_at": at,
+                               "next_attempt_at": None})
+        if endpoint.failing_since is not None:
+            conn.execute(_ANSWERING, {"b_endpoint": stream.endpoint_id})
         return True
+    reason = None
     if outcome.status_code == 410:
-        disable(endpoint, f"The endpoint answered 410 Gone at {at.isoformat(timespec='seconds')}.", at=at)
+        reason = f"The endpoint answered 410 Gone at {at.isoformat(timespec='seconds')}."
     else:
-        endpoint.failing_since = endpoint.failing_since or at
-        if at - endpoint.failing_since > DISABLE_AFTER:
-            disable(endpoint, "Every delivery failed for more than 5 days, since "
-                              f"{endpoint.failing_since.isoformat(timespec='seconds')}.", at=at)
-    if delivery.attempts >= MAX_ATTEMPTS and outcome.status_code != 410:
-        delivery.status, delivery.next_attempt_at = "failed", None
-        if endpoint.enabled:
+        failing_since = endpoint.failing_since or at
+        if endpoint.failing_since is None:
+            conn.execute(_FAILING, {"b_endpoint": stream.endpoint_id, "failing_since": at})
+        if at - failing_since > DISABLE_AFTER:
+            reason = f"Every delivery failed for more than 5 days, since {failing_since.isoformat(timespec='seconds')}."
+    if reason is not None:
+        conn.execute(_DISABLE, {"b_endpoint": stream.endpoint_id, "reason": reason, "at": at})
+    enabled = reason is None
+    if attempts >= MAX_ATTEMPTS and outcome.status_code != 410:
+        conn.execute(_SETTLE, {"b_delivery": out.delivery_id, "status": "failed", "delivered_at": None,
+                               "next_attempt_at": None})
+        if enabled:
             return True
-        _release(row, at)
+        _release(conn, stream, at)
         return False
-    delivery.next_attempt_at = at if not endpoint.enabled else at + next_delay(delivery.attempts, outcome)
-    _release(row, delivery.next_attempt_at)
+    retry_at = at + next_delay(attempts, outcome) if enabled else at
+    conn.execute(_SETTLE, {"b_delivery": out.delivery_id, "status": "pending", "delivered_at": None,
+                           "next_attempt_at": retry_at})
+    _release(conn, stream, retry_at)
     return False
-
-
-def disable(endpoint: WebhookEndpoint, reason: str, *, at: datetime) -> None:
-    endpoint.enabled, endpoint.disabled_reason, endpoint.updated_at = False, reason, at
 
 
 def run_stream(sessions: sessionmaker[Session], stream: ClaimedStream, *, sender: Sender, sealer: Sealer,
@@ -306,11 +369,9 @@ def run_stream(sessions: sessionmaker[Session], stream: ClaimedStream, *, sender
             if not record(db, stream, out, outcome, at=wall_clock()):
                 return sent
             if sent >= PER_CLAIM:  # its turn is over: due again, behind the streams already waiting
-                row = _locked_stream(db, stream)
-                if row is not None:
-                    _release(row, wall_clock())
+                _release(db.connection(), stream, wall_clock())
                 return sent
-            found = next_outgoing(db, stream, sealer=sealer, now=wall_clock(), lease=lease)
+            found = next_outgoing(db, stream, sealer=sealer, now=wall_clock(), lease=lease, locked=True)
     return sent
 
 
