@@ -5,6 +5,7 @@ PostgreSQL; the worker's wall clock is moved by the test, never slept through.""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,7 +50,9 @@ def log(api: Api, endpoint_id: str) -> list[dict[str, Any]]:
 
 class TestSigned:
     def test_the_reference_verifier_accepts_it(self, api: Api, receiver: Receiver, worker: Worker,
-                                               sessions: sessionmaker[Session]) -> None:
+                                               sessions: sessionmaker[Session],
+                                               caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.DEBUG)
         made = register(api, receiver.url, events=["credits.low"])
         org = make_org(sessions)
         [event_id] = emit(sessions, org)
@@ -68,6 +71,7 @@ class TestSigned:
         [attempt] = logged["log"]
         assert attempt["status_code"] == 200 and attempt["response_excerpt"] == "ok" and attempt["error"] is None
         assert attempt["latency_ms"] >= 0 and attempt["replay"] is False
+        assert made["secret"] not in caplog.text and made["secret"][6:] not in caplog.text  # nor in the logs
 
     def test_after_rotation_old_and_new_secrets_verify_for_a_day(self, api: Api, receiver: Receiver, worker: Worker,
                                                                   sessions: sessionmaker[Session],

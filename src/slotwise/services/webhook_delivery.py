@@ -141,7 +141,7 @@ class Sender:
                 return Outcome(response.status_code, latency,
                                _clean(excerpt.decode("utf-8", "replace"), EXCERPT) or None, None,
                                retry_after(response.headers.get("retry-after"), now=now))
-        except httpx.HTTPError as error:
+        except Exception as error:  # refused, timed out, reset, a URL httpx will not send to: all logged as tried
             latency = int((time.monotonic() - started) * 1000)
             return Outcome(None, latency, None, _clean(f"{type(error).__name__}: {error}", ERROR_LENGTH))
 
