@@ -52,8 +52,12 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def start_worker(url: str) -> subprocess.Popen[str]:
     child = subprocess.Popen([sys.executable, "-m", "tests.reliability.webhook_child", str(LEASE_SECONDS)],
                              env=process_env(url, SLOTWISE_SECRET_KEY=SECRET_KEY), cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)  # stderr: pytest's capture
+    assert child.stdout is not None
+    said = [child.stdout.readline()]
+    while said[-1] and said[-1].strip() != "ready":
+        said.append(child.stdout.readline())
+    assert said[-1].strip() == "ready", "".join(said)
     return child
 
 
