@@ -192,12 +192,15 @@ def send(sender: Sender, out: Outgoing, *, now: datetime) -> Outcome:
     return sender.send(out.url, out.body, headers(out.secrets, msg_id=out.event_id, at=now, body=out.body), now=now)
 
 
+_INSERT_ATTEMPT = insert(WebhookAttempt)
+
+
 def log_attempt(db: Session, out: Outgoing, outcome: Outcome, *, at: datetime, replay: bool = False) -> str:
     attempt_id = new_id("wha")
-    db.execute(insert(WebhookAttempt).values(
-        id=attempt_id, delivery_id=out.delivery_id, endpoint_id=out.endpoint_id, attempted_at=at,
-        status_code=outcome.status_code, latency_ms=outcome.latency_ms, response_excerpt=outcome.excerpt,
-        error=outcome.error, replay=replay))
+    db.connection().execute(_INSERT_ATTEMPT, [{
+        "id": attempt_id, "delivery_id": out.delivery_id, "endpoint_id": out.endpoint_id, "attempted_at": at,
+        "status_code": outcome.status_code, "latency_ms": outcome.latency_ms, "response_excerpt": outcome.excerpt,
+        "error": outcome.error, "replay": replay}])
     return attempt_id
 
 
