@@ -97,6 +97,7 @@ _CALLER_SNAPSHOT = {simulated: compile_statement(hotpath.caller_snapshot_stateme
 _TIME = {simulated: compile_statement(hotpath.time_statement(simulated)) for simulated in (False, True)}
 _AUDIT = compile_statement(audit.INSERT)
 _SPEND = compile_statement(spending.SPEND_POSTGRESQL)
+_SPEND_CROSSING = compile_statement(spending.SPEND_CROSSING_POSTGRESQL)
 _PRIOR = compile_statement(spending.PRIOR)
 _BALANCE = compile_statement(spending.BALANCE)
 
@@ -244,21 +245,33 @@ class Lane:
 
     async def spend(self, conn: AsyncConnection[Any], *, catalog: Catalog, org_id: str,
                     request: spending.SpendRequest, at: datetime, wall_now: datetime) -> spending.Spent:
-        """``services.spend.spend`` on the lane: one statement, one round trip (a refusal reads why)."""
+        """``services.spend.spend`` on the lane: one statement, one round trip (a refusal reads why, a spend
+        that crosses a line is sent again with the crossing's parts)."""
         cost, values = spending.prepare(catalog.credits, org_id, request, at, wall_now)
-        try:
-            rows = await self.run(conn, _SPEND, values)
-        except spending.UNIQUE_VIOLATION:
-            rows = []  # a same-reference spend won the race: answered below from its entry
-        row = rows[0] if rows else None
+        row = await self._debit(conn, _SPEND, values)
         if row is not None and row.plan_balance is not None:
             return spending.spent_of(row, request, cost, values)
         prior = await self.run(conn, _PRIOR, values)
         if prior:
             return spending.replay_of(prior[0], values)
+        if spending.crosses(row, cost):
+            row = await self._debit(conn, _SPEND_CROSSING, values)
+            if row is not None and row.plan_balance is not None:
+                return spending.spent_of(row, request, cost, values)
+            prior = await self.run(conn, _PRIOR, values)
+            if prior:
+                return spending.replay_of(prior[0], values)
         assert row is not None
         balance = row.seen_total
         if balance is not None and balance >= cost and row.agent_state in ("none", "ok"):
             balance = (await self.run(conn, _BALANCE, values))[0].total  # a spend committed meanwhile
         spending.refuse(request, cost, seen_total=balance, agent_state=row.agent_state)
         raise AssertionError("unreachable")
+
+    async def _debit(self, conn: AsyncConnection[Any], statement: Compiled, values: dict[str, Any]) -> Any:
+        """The spend statement's row, or None if a same-reference spend won the race (answered from its entry)."""
+        try:
+            rows = await self.run(conn, statement, values)
+        except spending.UNIQUE_VIOLATION:
+            return None
+        return rows[0] if rows else None

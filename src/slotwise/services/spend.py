@@ -14,13 +14,13 @@ below the auto-recharge threshold, the recharge job — is **one statement**: on
 connection it is one round trip and commits on its own. On SQLite the same steps run as a few
 statements inside the caller's transaction (local calls, no network).
 
-A spend that takes the total balance across a line tells the platform (SPEC §14), in the same
+A spend that takes the total balance across a line tells the platform (SPEC §14), in its own
 statement: ``credits.low`` when it falls below the auto-recharge threshold (whether or not
 auto-recharge is on; it defaults to 100), ``credits.depleted`` when it reaches 0. Each is written by
 the one spend that crosses (``crossings``: the balance before was at or above the line; the row lock
 orders concurrent spends, so exactly one sees it), once per crossing: the next spends start below the
-line, until a refill, top-up or recharge lifts it again. An ordinary spend crosses nothing and its
-statement writes no event (the extra parts of the statement run on no rows).
+line, until a refill, top-up or recharge lifts it again. On PostgreSQL an ordinary spend's statement
+has no part of this; the rare crossing is sent a statement with them (``SPEND_CROSSING_POSTGRESQL``).
 """
 
 from __future__ import annotations
@@ -188,14 +188,13 @@ _AGENT_STATE = """CASE WHEN CAST(:agent_id AS VARCHAR) IS NULL THEN 'none'
 CROSSINGS_POSTGRESQL = f"""
 , crossed AS (
     SELECT c.type, d.org_id, d.plan_balance, d.topup_balance, d.recharge_threshold, d.recharge_job_id
-    FROM debit d CROSS JOIN LATERAL (
-        SELECT '{LOW}' AS type, 1 AS position
+    FROM debit d CROSS JOIN LATERAL (  -- in this order (an Append keeps its branches' order)
+        SELECT '{LOW}' AS type
         WHERE d.plan_balance + d.topup_balance < d.recharge_threshold
           AND d.plan_balance + d.topup_balance + :cost >= d.recharge_threshold
         UNION ALL
-        SELECT '{DEPLETED}', 2 WHERE d.plan_balance + d.topup_balance = 0 AND :cost > 0
+        SELECT '{DEPLETED}' WHERE d.plan_balance + d.topup_balance = 0 AND :cost > 0
     ) c
-    ORDER BY c.position
 ), event AS (
     INSERT INTO events (id, org_id, type, payload, created_at)
     SELECT 'evt_' || substr(md5(random()::text || clock_timestamp()::text), 1, 16), x.org_id, x.type,
@@ -215,13 +214,26 @@ CROSSINGS_POSTGRESQL = f"""
     FROM event e JOIN webhook_endpoints w
       ON w.enabled AND (w.event_types IS NULL OR CAST(w.event_types AS jsonb) @> to_jsonb(CAST(e.type AS TEXT)))
     RETURNING endpoint_id, stream_key
-), stream AS (
+), stream AS (  -- each endpoint once, though both events be owed to it
     INSERT INTO webhook_streams (endpoint_id, stream_key, run_at)
-    SELECT DISTINCT o.endpoint_id, o.stream_key, CAST(:wall_now AS TIMESTAMPTZ) FROM owed o
+    SELECT w.id, o.stream_key, CAST(:wall_now AS TIMESTAMPTZ)
+    FROM webhook_endpoints w CROSS JOIN LATERAL (SELECT stream_key FROM owed WHERE endpoint_id = w.id LIMIT 1) o
     ON CONFLICT (endpoint_id, stream_key) DO UPDATE SET run_at = COALESCE(webhook_streams.run_at, excluded.run_at)
 )"""
 
-SPEND_POSTGRESQL = _sql(f"""
+# Nearly every spend crosses no line, and is sent without the crossing's parts: their tables, locked
+# and opened even to write no row, cost an ordinary spend about a quarter of its throughput
+# (docs/BENCHMARKS.md). It debits only if it crosses nothing (``_CROSSES_NOTHING``); one that would
+# debits nothing and is sent again with them (``SPEND_CROSSING_POSTGRESQL``): the rare crossing, and
+# only it, takes two more round trips (``crosses``).
+_CROSSES_NOTHING = """NOT ((a.plan_balance + a.topup_balance >= a.recharge_threshold
+                 AND a.plan_balance + a.topup_balance - :cost < a.recharge_threshold)
+                OR (:cost > 0 AND a.plan_balance + a.topup_balance = :cost))"""
+
+
+def _spend_sql(crossing: bool) -> str:
+    guard = "" if crossing else f"\n      AND {_CROSSES_NOTHING}"
+    return f"""
 WITH debit AS (
     UPDATE credit_accounts a SET
         plan_balance = a.plan_balance - LEAST(a.plan_balance, :cost),
@@ -232,7 +244,7 @@ WITH debit AS (
         updated_at = :now
     WHERE a.org_id = :org_id AND a.plan_balance + a.topup_balance >= :cost
       AND NOT EXISTS (SELECT 1 FROM credit_ledger p WHERE p.org_id = :org_id AND p.reference = :reference)
-      AND ({_AGENT_STATE}) IN ('none', 'ok')
+      AND ({_AGENT_STATE}) IN ('none', 'ok'){guard}
     RETURNING a.org_id, a.plan_balance, a.topup_balance, a.last_from_plan, a.recharge_job_id, a.recharge_threshold
 ), entry AS (
     INSERT INTO credit_ledger (id, org_id, kind, plan_delta, topup_delta, reference, request_hash, activity,
@@ -249,37 +261,62 @@ WITH debit AS (
     INSERT INTO jobs (id, kind, org_id, payload, run_at, attempts, created_at)
     SELECT :job_id, '{RECHARGE_JOB}', :org_id, '{{}}', :wall_now, 0, :wall_now
     FROM debit d WHERE d.recharge_job_id = :job_id
-){CROSSINGS_POSTGRESQL}
+){CROSSINGS_POSTGRESQL if crossing else ""}
 SELECT d.plan_balance, d.topup_balance, d.last_from_plan, d.recharge_job_id = :job_id AS recharge,
        a.plan_balance + a.topup_balance AS seen_total,
        ({_AGENT_STATE}) AS agent_state
 FROM (SELECT 1) one
 LEFT JOIN debit d ON true
 LEFT JOIN credit_accounts a ON a.org_id = :org_id
-""")
+"""
+
+
+SPEND_POSTGRESQL = _sql(_spend_sql(crossing=False))
+SPEND_CROSSING_POSTGRESQL = _sql(_spend_sql(crossing=True))
+
+
+def crosses(row: Any, cost: int) -> bool:
+    """Whether a spend the crossing-free statement answered with ``row`` debited nothing, with no prior
+    spend of its reference, though the balance it saw covers the cost and the agent may spend: it
+    crosses a line (or a concurrent spend changed the balance) and is sent again with the crossing's
+    parts, which settle it either way."""
+    return (row is not None and row.plan_balance is None and row.seen_total is not None and row.seen_total >= cost
+            and row.agent_state in ("none", "ok"))
 
 
 def _spend_postgresql(conn: Connection, request: SpendRequest, cost: int, values: dict[str, Any]) -> Spent:
-    try:
-        row = conn.execute(SPEND_POSTGRESQL, values).one()
-    except IntegrityError:
-        # Another spend with this reference committed while this one waited for the row lock: the
-        # statement (and its debit) was undone whole; in autocommit, answer from the winner (inside a
-        # transaction, which is now aborted, the caller's retry will).
-        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            raise
-        row = None
+    row = _debit(conn, SPEND_POSTGRESQL, values)
     if row is not None and row.plan_balance is not None:
         return spent_of(row, request, cost, values)
     prior = conn.execute(PRIOR, values).one_or_none()
     if prior is not None:
         return replay_of(prior, values)
+    if crosses(row, cost):
+        row = _debit(conn, SPEND_CROSSING_POSTGRESQL, values)
+        if row is not None and row.plan_balance is not None:
+            return spent_of(row, request, cost, values)
+        prior = conn.execute(PRIOR, values).one_or_none()
+        if prior is not None:
+            return replay_of(prior, values)
     assert row is not None  # a unique-reference race always leaves a prior entry
     balance = row.seen_total
     if balance is not None and balance >= cost and row.agent_state in ("none", "ok"):
         balance = conn.execute(BALANCE, values).scalar_one()  # a spend committed meanwhile
     refuse(request, cost, seen_total=balance, agent_state=row.agent_state)
     raise AssertionError("unreachable")
+
+
+def _debit(conn: Connection, statement: TextClause, values: dict[str, Any]) -> Any:
+    """The spend statement's row, or None if another spend of the reference won the race."""
+    try:
+        return conn.execute(statement, values).one()
+    except IntegrityError:
+        # Another spend with this reference committed while this one waited for the row lock: the
+        # statement (and its debit) was undone whole; in autocommit, answer from the winner (inside a
+        # transaction, which is now aborted, the caller's retry will).
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            raise
+        return None
 
 
 PRIOR = _sql("""
