@@ -16,6 +16,9 @@ general path, with the same answers (tests/api/test_fast_paid_routes.py holds th
   queue on its row lock: with N credits left, exactly N of them succeed. The ledger entry, the daily
   roll-up, the auto-recharge job and the ``credits.low`` / ``credits.depleted`` events of a debit that
   crosses their line are ``services.spend``'s, from the same debit.
+* A message whose debit would take the organization's credits across the ``credits.low`` or
+  ``credits.depleted`` line debits nothing and is sent again with the event's parts
+  (``MESSAGE_CROSSING``), as ``services.spend`` does: the rare crossing alone pays for them.
 * Anything else reads why in a second round trip: a repeated reference answers the first result
   (``PRIOR``, having taken nothing), a refusal says its reason, or ``insufficient_credits`` with the
   balance.
@@ -63,7 +66,11 @@ LEFT JOIN ({_BY_TOKEN if by_token else _BY_EMAIL}) p ON p.org_id = g.org_id
 WHERE g.id = :agent_id"""
 
 
-def _message_sql(by_token: bool) -> str:
+def _message_sql(by_token: bool, crossing: bool) -> str:
+    """The message's statement; without ``crossing`` its debit happens only if it crosses no credits line
+    (``services.spend``'s rule: an ordinary message does not pay for the crossing's parts), and one
+    that would is sent again with them."""
+    guard = "" if crossing else f"\n      AND {spending._CROSSES_NOTHING}"
     return f"""
 WITH x AS ({_access_sql(by_token)}
 ), held AS (
@@ -87,7 +94,7 @@ WITH x AS ({_access_sql(by_token)}
             WHEN 'restricted' THEN x.is_contact
             WHEN 'paid' THEN EXISTS (SELECT 1 FROM held h WHERE h.refunded_at IS NULL AND h.credits_left > 0
                                                           AND h.expires_at > :now)
-            ELSE false END)
+            ELSE false END){guard}
     RETURNING a.org_id, a.plan_balance, a.topup_balance, a.last_from_plan, a.recharge_job_id, a.recharge_threshold
 ), entry AS (
     INSERT INTO credit_ledger (id, org_id, kind, plan_delta, topup_delta, reference, request_hash, activity,
@@ -108,7 +115,7 @@ WITH x AS ({_access_sql(by_token)}
     UPDATE passes p SET credits_left = p.credits_left - 1
     FROM held h, debit d WHERE p.id = h.id
     RETURNING p.credits_left
-){spending.CROSSINGS_POSTGRESQL}
+){spending.CROSSINGS_POSTGRESQL if crossing else ""}
 SELECT x.*, h.id AS held_id, h.credits_left AS held_left, h.expires_at AS held_expires,
        h.refunded_at AS held_refunded, d.plan_balance, d.topup_balance, d.last_from_plan,
        d.recharge_job_id = :job_id AS recharge, t.credits_left AS left_after
@@ -121,7 +128,10 @@ LEFT JOIN taken t ON true
 
 
 ACCESS = {by_token: compile_statement(spending._sql(_access_sql(by_token))) for by_token in (True, False)}
-MESSAGE = {by_token: compile_statement(spending._sql(_message_sql(by_token))) for by_token in (True, False)}
+MESSAGE = {by_token: compile_statement(spending._sql(_message_sql(by_token, crossing=False)))
+           for by_token in (True, False)}
+MESSAGE_CROSSING = {by_token: compile_statement(spending._sql(_message_sql(by_token, crossing=True)))
+                    for by_token in (True, False)}
 _CLOCK = compile_statement(select(ClockState.now).where(ClockState.id == 1))
 _PRIOR = compile_statement(spending.PRIOR)
 _BALANCE = compile_statement(spending.BALANCE)
@@ -161,10 +171,11 @@ async def visitor_message(lane: Lane, conn: AsyncConnection[Any], *, catalog: Ca
     request = spending.SpendRequest(activity="message", reference=reference, model=model, agent_id=agent_id)
     cost, values = spending.prepare(catalog.credits, "", request, at, wall_now)
     values.update(_visitor(token, email, at))
-    try:
-        row = (await lane.run(conn, MESSAGE[token is not None], values))[0]
-    except spending.UNIQUE_VIOLATION as exc:  # the same reference committed by another message meanwhile
-        raise Conflict("This reference is being used by another message; send it again.") from exc
+    row = await _send(lane, conn, MESSAGE[token is not None], values)
+    if row.plan_balance is None and row.balance is not None and row.balance >= cost \
+            and access_of(row, at, cost).allowed and not await lane.run(conn, _PRIOR, {**values, "org_id": row.org_id}):
+        # Allowed, covered, new, yet not debited: it crosses a credits line (or a spend came between).
+        row = await _send(lane, conn, MESSAGE_CROSSING[token is not None], values)
     access = access_of(row, at, catalog.credits.costs["message"])
     view = access.pass_
     if row.held_id is not None and view is not None:  # the pass as it was once locked
@@ -189,6 +200,13 @@ async def visitor_message(lane: Lane, conn: AsyncConnection[Any], *, catalog: Ca
         balance = (await lane.run(conn, _BALANCE, values))[0].total  # a spend committed meanwhile
     spending.refuse(request, cost, seen_total=balance, agent_state="ok")
     raise AssertionError("unreachable")
+
+
+async def _send(lane: Lane, conn: AsyncConnection[Any], statement: Any, values: dict[str, Any]) -> Any:
+    try:
+        return (await lane.run(conn, statement, values))[0]
+    except spending.UNIQUE_VIOLATION as exc:  # the same reference committed by another message meanwhile
+        raise Conflict("This reference is being used by another message; send it again.") from exc
 
 
 class _Held:
