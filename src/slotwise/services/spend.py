@@ -206,18 +206,20 @@ CROSSINGS_POSTGRESQL = f"""
            :now
     FROM crossed x
     RETURNING seq, type, org_id
+), live AS (  -- kept from deletion until this commits, as events.emit keeps them (a delete waits)
+    SELECT w.id, w.event_types FROM webhook_endpoints w WHERE w.enabled FOR KEY SHARE
 ), owed AS (
     INSERT INTO webhook_deliveries (id, endpoint_id, stream_key, event_seq, status, attempts, next_attempt_at,
                                     created_at)
     SELECT 'whd_' || substr(md5(random()::text || e.seq::text || w.id), 1, 16), w.id, e.org_id, e.seq, 'pending', 0,
            :wall_now, :wall_now
-    FROM event e JOIN webhook_endpoints w
-      ON w.enabled AND (w.event_types IS NULL OR CAST(w.event_types AS jsonb) @> to_jsonb(CAST(e.type AS TEXT)))
+    FROM event e JOIN live w
+      ON (w.event_types IS NULL OR CAST(w.event_types AS jsonb) @> to_jsonb(CAST(e.type AS TEXT)))
     RETURNING endpoint_id, stream_key
 ), stream AS (  -- each endpoint once, though both events be owed to it
     INSERT INTO webhook_streams (endpoint_id, stream_key, run_at)
     SELECT w.id, o.stream_key, CAST(:wall_now AS TIMESTAMPTZ)
-    FROM webhook_endpoints w CROSS JOIN LATERAL (SELECT stream_key FROM owed WHERE endpoint_id = w.id LIMIT 1) o
+    FROM live w CROSS JOIN LATERAL (SELECT stream_key FROM owed WHERE endpoint_id = w.id LIMIT 1) o
     ON CONFLICT (endpoint_id, stream_key) DO UPDATE SET run_at = COALESCE(webhook_streams.run_at, excluded.run_at)
 )"""
 
