@@ -45,7 +45,7 @@ def seed(world: World) -> SeededOrg:
     seed_paid_agents(world, org)
     world.run(lambda db, at: billing_details.update_billing_details(
         db, actor=org.owner, email="billing@acme.example", company="Acme Robotics GmbH",
-        address="Müllerstraße 12\n10115 Berlin\nGermany"))
+        address="Müllerstraße 12\n10115 Berlin\nGermany", at=at))
     return org
 
 

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
 from slotwise.capacity import reserve_growth
-from slotwise.clock import wall_now
 from slotwise.errors import Conflict, NotFound
 from slotwise.models import Agent, new_id
 from slotwise.services import audit
@@ -112,10 +111,9 @@ def unarchive_agent(db: Session, *, env: Env, actor: Actor, agent_id: str, at: d
     return AgentChange(agent, decision.restore_slots)
 
 
-def delete_agent(db: Session, *, actor: Actor, agent_id: str, at: datetime | None = None) -> None:
+def delete_agent(db: Session, *, actor: Actor, agent_id: str, at: datetime) -> None:
     """Deleted agents are gone (their slot is free at once). ``at``: the billing time (None: the wall
     clock's, for a caller that does not pass it yet)."""
-    at = at or wall_now()
     locked_org(db, actor.org_id)
     agent = _agent(db, actor, agent_id)
     agent_changed(db, org_id=actor.org_id, by=audit.by_user(db, actor), kind="agent.deleted", agent_id=agent.id,

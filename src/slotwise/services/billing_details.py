@@ -9,7 +9,6 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
-from slotwise.clock import wall_now
 from slotwise.errors import InvalidRequest, NotFound
 from slotwise.models import Organization
 from slotwise.services import audit
@@ -77,7 +76,7 @@ def clean_details(*, email: str, company: str, address: str) -> BillingDetails:
 
 
 def update_billing_details(db: Session, *, actor: Actor, email: str, company: str, address: str,
-                           at: datetime | None = None) -> BillingDetails:
+                           at: datetime) -> BillingDetails:
     """Replace the organization's billing details (Owner only). Every invoice, including those issued
     before, is printed with the details current when it is viewed or downloaded: the amounts and lines
     of a paid invoice never change, only whom it is addressed to. The same details again change
@@ -91,7 +90,7 @@ def update_billing_details(db: Session, *, actor: Actor, email: str, company: st
         org.billing_email, org.billing_company, org.billing_address = (
             details.email, details.company or None, details.address or None)
         audit.record(db, org_id=org.id, by=audit.by_user(db, actor), kind="billing_details.updated",
-                     at=at or wall_now(), before=asdict(before), after=asdict(details))
+                     at=at, before=asdict(before), after=asdict(details))
     return details
 
 

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from slotwise import repositories as repo
 from slotwise.capacity import reserve_growth
-from slotwise.clock import wall_now
 from slotwise.errors import (
     Conflict,
     EmailTaken,
@@ -32,10 +31,9 @@ def list_members(db: Session, *, actor: Actor) -> Sequence[User]:
     return repo.users_of_org(db, actor.org_id)
 
 
-def remove_member(db: Session, *, actor: Actor, user_id: str, at: datetime | None = None) -> None:
+def remove_member(db: Session, *, actor: Actor, user_id: str, at: datetime) -> None:
     """Frees the seat at once. The Owner can't be removed. ``at``: the billing time (None: the wall
     clock's, for a caller that does not pass it yet)."""
-    at = at or wall_now()
     require_manager(actor)
     locked_org(db, actor.org_id)
     user = repo.user_in_org(db, actor.org_id, user_id)
@@ -96,26 +94,26 @@ def invitation_changed(db: Session, invitation: Invitation, *, by: audit.By, kin
                  before=None if made else state, after=state if made else None)
 
 
-def revoke_invitation(db: Session, *, actor: Actor, invitation_id: str, at: datetime | None = None) -> None:
+def revoke_invitation(db: Session, *, actor: Actor, invitation_id: str, at: datetime) -> None:
     """``at``: the billing time (None: the wall clock's, for a caller that does not pass it yet)."""
     require_manager(actor)
     locked_org(db, actor.org_id)
     invitation = repo.invitation_in_org(db, actor.org_id, invitation_id)
     if invitation is None:
         raise NotFound("No such invitation.")
-    invitation_changed(db, invitation, by=audit.by_user(db, actor), kind="invitation.revoked", at=at or wall_now())
+    invitation_changed(db, invitation, by=audit.by_user(db, actor), kind="invitation.revoked", at=at)
     db.delete(invitation)
     db.flush()
 
 
-def withdraw_if_unusable(db: Session, *, token: str, at: datetime | None = None) -> InvitationWithdrawn | None:
+def withdraw_if_unusable(db: Session, *, token: str, at: datetime) -> InvitationWithdrawn | None:
     """An invitation whose email has an account (made elsewhere) can never be accepted: withdraw it,
     freeing its seat, and return the refusal to show. The caller commits the withdrawal."""
     invitation = repo.invitation_by_token_hash(db, hash_secret(token))
     if invitation is None or repo.user_by_email(db, invitation.email) is None:
         return None
     locked_org(db, invitation.org_id)
-    invitation_changed(db, invitation, by=audit.SYSTEM, kind="invitation.withdrawn", at=at or wall_now())
+    invitation_changed(db, invitation, by=audit.SYSTEM, kind="invitation.withdrawn", at=at)
     db.delete(invitation)
     db.flush()
     return InvitationWithdrawn()

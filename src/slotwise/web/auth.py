@@ -156,7 +156,7 @@ def accept_invitation(token: str, request: Request, db: SessionDep, state: State
         error = ("Choose a password of 8 to 256 characters." if "password" in wrong else
                  "Enter your name in up to 200 characters, without control characters.")
         return _accept_page(request, db, token, error=error, status_code=422)
-    if members.withdraw_if_unusable(db, token=token) is not None:
+    if members.withdraw_if_unusable(db, token=token, at=state.clock.now(db)) is not None:
         db.commit()  # the withdrawal (its seat freed) stands although the acceptance is refused
         return redirect("/login?notice=invitation-withdrawn")
     savepoint = db.begin_nested()

@@ -49,7 +49,7 @@ def save_details(page: FormDep, email: Text = "", company: Text = "", address: T
     savepoint = page.db.begin_nested()
     try:
         billing_details.update_billing_details(page.db, actor=page.actor, email=email, company=company,
-                                               address=address)
+                                               address=address, at=page.now)
     except SlotwiseError as error:
         savepoint.rollback()
         return _render_portal(page, form=BillingDetails(email, company, address), error=error,

@@ -52,7 +52,7 @@ def invite(page: FormDep, email: TextField = "", role: TextField = "member") -> 
 @router.post(TEAM + "/invitations/{invitation_id}/revoke")
 def revoke(invitation_id: str, page: FormDep) -> Response:
     def action() -> Flash:
-        members.revoke_invitation(page.db, actor=page.actor, invitation_id=invitation_id)
+        members.revoke_invitation(page.db, actor=page.actor, invitation_id=invitation_id, at=page.now)
         return Flash("success", "The invitation was revoked and its seat is free again.")
 
     return act(page, TEAM, action)
@@ -61,7 +61,7 @@ def revoke(invitation_id: str, page: FormDep) -> Response:
 @router.post(TEAM + "/members/{user_id}/remove")
 def remove_member(user_id: str, page: FormDep) -> Response:
     def action() -> Flash:
-        members.remove_member(page.db, actor=page.actor, user_id=user_id)
+        members.remove_member(page.db, actor=page.actor, user_id=user_id, at=page.now)
         return Flash("success", "The member was removed and their seat is free again.")
 
     return act(page, TEAM, action)
@@ -119,7 +119,7 @@ def unarchive_agent(agent_id: str, page: FormDep) -> Response:
 @router.post(AGENTS + "/{agent_id}/delete")
 def delete_agent(agent_id: str, page: FormDep) -> Response:
     def action() -> Flash:
-        agents.delete_agent(page.db, actor=page.actor, agent_id=agent_id)
+        agents.delete_agent(page.db, actor=page.actor, agent_id=agent_id, at=page.now)
         return Flash("success", "The agent was deleted.")
 
     return act(page, AGENTS, action)
