@@ -80,7 +80,8 @@ def serve(host: str, port: int, workers: int, no_worker: bool) -> None:
 @main.command()
 @click.option("--once", is_flag=True, help="Run the jobs due now, then exit.")
 def worker(once: bool) -> None:
-    """Run queued jobs (auto-recharges) until stopped (Ctrl+C or SIGTERM); any number may run at once."""
+    """Run queued jobs (auto-recharges, processor events) and deliver webhooks to the platform's
+    endpoints until stopped (Ctrl+C or SIGTERM); any number may run at once, on any machine."""
     from slotwise.worker import Worker
 
     rt = Runtime()
