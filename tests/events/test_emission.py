@@ -5,6 +5,7 @@ spend's crossings are written by the spend's one statement, on the fast lane and
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -93,7 +94,8 @@ class TestAddons:
         updates = [e.data for e in events_of(engine, org.id, "addon.updated")]
         assert [(u["change"], u["active_slots"], u["renewal_slots"]) for u in updates] == [
             ("added", 3, 3), ("removal_scheduled", 3, 2), ("removal_cancelled", 3, 3)]
-        assert updates[1]["effective_at"].startswith("2026-12-15")  # the next billing date
+        assert updates[1]["effective_at"].startswith("2026-12-15T")  # the next billing date, in ISO 8601
+        assert datetime.fromisoformat(updates[1]["effective_at"]).utcoffset() == timedelta(0)
 
     def test_an_agent_created_into_a_scheduled_removal_shrinks_it_and_says_so(self, org: Org,
                                                                              engine: Engine) -> None:

@@ -5,7 +5,6 @@ and the amount and invoice where money moved. The Owner reads them (``GET …/au
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from slotwise.models import UTCDateTime, new_id
 from slotwise.services.context import Actor
+from slotwise.services.events import compact_json
 
 ActorType = Literal["user", "operator", "system"]
 
@@ -93,4 +93,4 @@ def entry(*, org_id: str, by: By, kind: str, at: datetime, subject_id: str | Non
 
 
 def _json(value: Mapping[str, Any] | None) -> str | None:
-    return None if value is None else json.dumps(dict(value), separators=(",", ":"), sort_keys=True, default=str)
+    return None if value is None else compact_json(value)

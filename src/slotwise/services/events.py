@@ -86,6 +86,16 @@ def emit_test(db: Session, *, endpoint_id: str, at: datetime) -> tuple[str, str]
     return event_id, delivery_id
 
 
+def compact_json(data: Mapping[str, Any]) -> str:
+    """A payload (or an audit entry's before and after) as stored: compact, keys sorted, a time in
+    ISO 8601 like the body's ``created_at``, anything else JSON has no type for as its text."""
+    return json.dumps(dict(data), separators=(",", ":"), sort_keys=True, default=_plain)
+
+
+def _plain(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def _dialect(db: Session | Connection) -> str:
     return (db.dialect if isinstance(db, Connection) else db.get_bind().dialect).name
 
@@ -93,7 +103,7 @@ def _dialect(db: Session | Connection) -> str:
 def _write(db: Session | Connection, *, org_id: str | None, type: str, data: Mapping[str, Any],
            at: datetime) -> tuple[str, int]:
     event_id = new_id("evt")
-    payload = json.dumps(dict(data), separators=(",", ":"), sort_keys=True, default=str)
+    payload = compact_json(data)
     seq = db.execute(_INSERT_EVENT, {"id": event_id, "org_id": org_id, "type": type, "payload": payload,
                                      "created_at": at}).scalar_one()
     return event_id, int(seq)
