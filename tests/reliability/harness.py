@@ -14,20 +14,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, select, text, update
 
+from slotwise.api.app import create_app
 from slotwise.catalog import load_catalog
-from slotwise.config import normalize_database_url
+from slotwise.config import Settings, normalize_database_url
 from slotwise.db import make_engine, make_sessionmaker
 from slotwise.doctor import Diagnosis, run_doctor
-from slotwise.models import ClockState, Organization, Subscription
+from slotwise.models import Base, ClockState, Organization, Subscription
 from slotwise.periods import period_at_index
 from tests.conftest import OPERATOR_KEY, _drop_postgres_database, _ensure_postgres_database, postgres_url
 from tests.factories import Api
@@ -211,3 +214,24 @@ def record_worst(kind: str, **values: int) -> None:
     entry = FIGURES.setdefault(kind, {})
     for name, n in values.items():
         entry[name] = max(entry.get(name, n), n)
+
+
+@contextlib.contextmanager
+def fuzz_client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                settings: Callable[[str], Settings]) -> Iterator[TestClient]:
+    """For schemathesis: the app on a fresh database of the module fixture's backend (``request.param``,
+    an empty SQLite file or the run's PostgreSQL truncated), server errors answered rather than raised."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}"
+        engine: Engine | None = None
+    else:
+        engine = request.getfixturevalue("postgres_engine")
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.execute(text(f"truncate {tables} cascade"))
+        url = str(engine.url)
+    app = create_app(settings(url), engine=engine)
+    if engine is None:
+        Base.metadata.create_all(app.state.slotwise.sessions.kw["bind"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client

@@ -19,14 +19,13 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
-from sqlalchemy import Engine, text
 
 from slotwise.api.app import create_app
 from slotwise.api.limits import MAX_BODY_BYTES
 from slotwise.config import Settings
-from slotwise.models import Base
 from tests.conftest import OPERATOR_KEY, START
 from tests.factories import Api
+from tests.reliability.harness import fuzz_client
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # schemathesis passes per-request cookies
 EXAMPLES = int(os.environ.get("SLOTWISE_FUZZ_EXAMPLES", "10"))
@@ -56,19 +55,7 @@ class Target:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}"
-        engine: Engine | None = None
-    else:
-        engine = request.getfixturevalue("postgres_engine")
-        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        with engine.begin() as conn:
-            conn.execute(text(f"truncate {tables} cascade"))
-        url = str(engine.url)
-    app = create_app(_settings(url), engine=engine)
-    if engine is None:
-        Base.metadata.create_all(app.state.slotwise.sessions.kw["bind"])
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with fuzz_client(request, tmp_path_factory, _settings) as client:
         org = Api(client, OPERATOR_KEY).create_org("pro")
         org.create_agents(2)
         yield Target(client, org.id, org.token)

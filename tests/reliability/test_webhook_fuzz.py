@@ -16,13 +16,12 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
-from sqlalchemy import Engine, text
 
 from slotwise.api.app import create_app
 from slotwise.config import Settings
-from slotwise.models import Base
 from tests.conftest import OPERATOR_KEY, START
 from tests.events.support import SECRET_KEY
+from tests.reliability.harness import fuzz_client
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 EXAMPLES = int(os.environ.get("SLOTWISE_FUZZ_EXAMPLES", "5"))
@@ -49,19 +48,7 @@ class Target:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('whfuzz') / 'fuzz.db'}"
-        engine: Engine | None = None
-    else:
-        engine = request.getfixturevalue("postgres_engine")
-        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        with engine.begin() as conn:
-            conn.execute(text(f"truncate {tables} cascade"))
-        url = str(engine.url)
-    app = create_app(_settings(url), engine=engine)
-    if engine is None:
-        Base.metadata.create_all(app.state.slotwise.sessions.kw["bind"])
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with fuzz_client(request, tmp_path_factory, _settings) as client:
         made = client.post("/v1/operator/webhook-endpoints", json={"url": "http://127.0.0.1:9/refused"},
                            headers={"Authorization": f"Bearer {OPERATOR_KEY}"})
         assert made.status_code == 201, made.text
