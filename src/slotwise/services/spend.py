@@ -287,19 +287,15 @@ def crosses(row: Any, cost: int) -> bool:
 
 
 def _spend_postgresql(conn: Connection, request: SpendRequest, cost: int, values: dict[str, Any]) -> Spent:
-    row = _debit(conn, SPEND_POSTGRESQL, values)
-    if row is not None and row.plan_balance is not None:
-        return spent_of(row, request, cost, values)
-    prior = conn.execute(PRIOR, values).one_or_none()
-    if prior is not None:
-        return replay_of(prior, values)
-    if crosses(row, cost):
-        row = _debit(conn, SPEND_CROSSING_POSTGRESQL, values)
+    for statement in (SPEND_POSTGRESQL, SPEND_CROSSING_POSTGRESQL):  # the second only for a crossing
+        row = _debit(conn, statement, values)
         if row is not None and row.plan_balance is not None:
             return spent_of(row, request, cost, values)
         prior = conn.execute(PRIOR, values).one_or_none()
         if prior is not None:
             return replay_of(prior, values)
+        if not crosses(row, cost):
+            break
     assert row is not None  # a unique-reference race always leaves a prior entry
     balance = row.seen_total
     if balance is not None and balance >= cost and row.agent_state in ("none", "ok"):
