@@ -248,19 +248,15 @@ class Lane:
         """``services.spend.spend`` on the lane: one statement, one round trip (a refusal reads why, a spend
         that crosses a line is sent again with the crossing's parts)."""
         cost, values = spending.prepare(catalog.credits, org_id, request, at, wall_now)
-        row = await self._debit(conn, _SPEND, values)
-        if row is not None and row.plan_balance is not None:
-            return spending.spent_of(row, request, cost, values)
-        prior = await self.run(conn, _PRIOR, values)
-        if prior:
-            return spending.replay_of(prior[0], values)
-        if spending.crosses(row, cost):
-            row = await self._debit(conn, _SPEND_CROSSING, values)
+        for statement in (_SPEND, _SPEND_CROSSING):  # the second only for a crossing, as services.spend
+            row = await self._debit(conn, statement, values)
             if row is not None and row.plan_balance is not None:
                 return spending.spent_of(row, request, cost, values)
             prior = await self.run(conn, _PRIOR, values)
             if prior:
                 return spending.replay_of(prior[0], values)
+            if not spending.crosses(row, cost):
+                break
         assert row is not None
         balance = row.seen_total
         if balance is not None and balance >= cost and row.agent_state in ("none", "ok"):
