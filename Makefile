@@ -44,8 +44,10 @@ chromium:
 screenshots: install chromium
 	$(BIN)/python -m tests.web.screenshots
 
+# The suite on two processes (pytest-xdist): each has its own test databases, and servers on free ports.
+TEST_PROCESSES ?= 2
 pytest: install postgres chromium wrk
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_PROCESSES)
 
 test: lint typecheck pytest
 
