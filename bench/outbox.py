@@ -19,7 +19,6 @@ Prints a Markdown table for docs/BENCHMARKS.md; ``python -m bench.run`` prints i
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -68,7 +67,7 @@ def _request() -> spend.SpendRequest:
 def _spends(engine: Engine, path: str, org_of: Callable[[int], str], seconds: float) -> float:
     """Spends of 1 credit on ``org_of(k)`` for k = 0, 1, … for ``seconds``, one client; ops/s."""
     if path == "fast lane":
-        return asyncio.run(_lane_spends(engine, org_of, seconds))
+        return run.on_servers_loop(_lane_spends(engine, org_of, seconds))
     sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")
                                  if engine.dialect.name == "postgresql" else engine)
     k, started = 0, time.monotonic()

@@ -36,17 +36,18 @@ import sqlite3
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
 from sqlalchemy import Engine, Table, UniqueConstraint, create_engine, event, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from slotwise import server
 from slotwise.api import paid_lane
 from slotwise.api.fastlane import Compiled, Lane
 from slotwise.catalog import load_catalog
@@ -60,6 +61,7 @@ from slotwise.services.context import Actor, Env
 MADE_AT = datetime(2026, 11, 15, 9, tzinfo=UTC)  # the template organization subscribes then
 AT = MADE_AT + timedelta(days=1)  # every measured operation happens at this moment
 ENV = Env(catalog=load_catalog(), gateway=SandboxGateway())  # with the production hourly cap
+T = TypeVar("T")
 PER_ORG = ENV.quantity_changes_per_hour  # operations in a row on one organization
 SLOTS = 100  # agent slots each organization holds when its operations start
 CREDITS = 10**9  # top-up credits each organization holds when its operations start
@@ -430,12 +432,22 @@ def _slotwise(engine: Engine, pool: Organizations, op: Operation, first: int, pe
     return Measure(done / elapsed, done, sum(n for _, n in outcomes) / max(done, 1))
 
 
+def on_servers_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on the event loop ``slotwise serve`` runs (``server.LOOP``: uvloop, asyncio on
+    Windows), so that the fast lane is measured as the server runs it."""
+    if server.LOOP == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def _client(engine: Engine, pool: Organizations, op: Operation, first: int, per_client: int, clients: int, c: int,
             stop: float) -> tuple[int, int]:
     """One client's operations until ``stop`` (at least one organization's) and the statements they
     sent; -1 operations if it ran out of organizations."""
     if op.lane is not None:
-        return asyncio.run(_lane_client(engine, pool, op, first, per_client, clients, c, stop))
+        return on_servers_loop(_lane_client(engine, pool, op, first, per_client, clients, c, stop))
     sessions = _sessions(engine, op)
     k = 0
     with counted(engine) as sent:
