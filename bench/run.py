@@ -43,13 +43,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from psycopg import AsyncConnection
 from sqlalchemy import Engine, Table, UniqueConstraint, create_engine, event, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from slotwise import server
 from slotwise.api import paid_lane
-from slotwise.api.fastlane import Compiled, Lane
+from slotwise.api.fastlane import Compiled, Connection, Lane
 from slotwise.catalog import load_catalog
 from slotwise.config import normalize_database_url
 from slotwise.db import make_engine, make_sessionmaker, transaction
@@ -91,7 +90,7 @@ class Operation:
     lane: LaneCall | None = None
 
 
-LaneCall = Callable[[Lane, AsyncConnection[Any], Actor], Awaitable[object]]
+LaneCall = Callable[[Lane, Connection, Actor], Awaitable[object]]
 
 
 def _spend(db: Session, actor: Actor) -> object:

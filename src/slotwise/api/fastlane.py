@@ -102,6 +102,21 @@ _PRIOR = compile_statement(spending.PRIOR)
 _BALANCE = compile_statement(spending.BALANCE)
 
 
+class Connection(AsyncConnection[Any]):
+    """The lane's connection, with the one cursor ``Lane.run`` sends its statements on: a cursor set up
+    for each statement was ~15 % of an access check's CPU (measured with ``bench/run.py``'s paid rows).
+    The pool gives a connection to one request at a time, and ``run`` reads its rows before
+    returning, so the next statement never finds the cursor in use; a connection given back with a
+    statement unfinished is discarded by the pool, cursor and all."""
+
+    _statements: AsyncCursor[Any] | None = None
+
+    def statements(self) -> AsyncCursor[Any]:
+        if self._statements is None:
+            self._statements = self.cursor()
+        return self._statements
+
+
 class _NotServed(Exception):
     """Control flow: roll the creation's transaction back and answer the caller another way."""
 
@@ -115,13 +130,14 @@ class Lane:
     def __init__(self, database_url: str, *, size: int) -> None:
         url = make_url(database_url).set(drivername="postgresql")
         self.conninfo, self.size = url.render_as_string(hide_password=False), size
-        self.pool: AsyncConnectionPool[Any] | None = None
+        self.pool: AsyncConnectionPool[Connection] | None = None
         self.trace: list[str] | None = None
 
     async def open(self, *, wait: bool = False) -> None:
         """A pool of its own for each start of the app (an event loop's), closed by ``close``."""
         self.pool = AsyncConnectionPool(
-            self.conninfo, min_size=self.size, max_size=self.size, timeout=POOL_TIMEOUT_SECONDS, open=False,
+            self.conninfo, connection_class=Connection, min_size=self.size, max_size=self.size,
+            timeout=POOL_TIMEOUT_SECONDS, open=False,
             # Autocommit: reads need no transaction, a creation opens its own. Prepared from the first
             # use. UTC, so dates are the billing dates everywhere (as UTCDateTime makes them).
             kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": namedtuple_row,
@@ -134,21 +150,21 @@ class Lane:
             await pool.close()
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+    async def connection(self) -> AsyncIterator[Connection]:
         if self.pool is None:
             raise RuntimeError("the fast lane is used outside the app's lifespan")
         async with self.pool.connection() as conn:
             yield conn
 
-    async def run(self, conn: AsyncConnection[Any], statement: Compiled, values: dict[str, Any]) -> list[Any]:
+    async def run(self, conn: Connection, statement: Compiled, values: dict[str, Any]) -> list[Any]:
         if self.trace is not None:
             self.trace.append(statement.sql)
-        cursor = await conn.execute(statement.sql, statement.bind(values))
+        cursor = await conn.statements().execute(statement.sql, statement.bind(values))
         # The result's status, not ``cursor.description``, which builds a Column for every field.
         result = cursor.pgresult
         return await cursor.fetchall() if result is not None and result.status == ExecStatus.TUPLES_OK else []
 
-    async def caller(self, conn: AsyncConnection[Any], token_hash: str, *, wall_now: datetime | None) -> Caller | None:
+    async def caller(self, conn: Connection, token_hash: str, *, wall_now: datetime | None) -> Caller | None:
         """``hotpath.caller`` on the lane: one round trip."""
         values: dict[str, Any] = {"token_hash": token_hash}
         if wall_now is not None:
@@ -156,7 +172,7 @@ class Lane:
         rows = await self.run(conn, _CALLER[wall_now is None], values)
         return hotpath.caller_of(rows[0] if rows else None, wall_now)
 
-    async def caller_and_snapshot(self, conn: AsyncConnection[Any], token_hash: str, org_id: str, *,
+    async def caller_and_snapshot(self, conn: Connection, token_hash: str, org_id: str, *,
                                   wall_now: datetime | None) -> tuple[Caller | None, SnapshotRows | None]:
         """The caller and, if they belong to it, organization ``org_id``'s snapshot: one round trip."""
         values: dict[str, Any] = {"token_hash": token_hash, "org_id": org_id}
@@ -165,7 +181,7 @@ class Lane:
         rows = await self.run(conn, _CALLER_SNAPSHOT[wall_now is None], values)
         return hotpath.caller_of(rows[0] if rows else None, wall_now), hotpath.snapshot_of_rows(rows)
 
-    async def time_for(self, conn: AsyncConnection[Any], org_id: str, *, simulated: bool,
+    async def time_for(self, conn: Connection, org_id: str, *, simulated: bool,
                        wall: datetime | None) -> tuple[datetime | None, bool]:
         """The billing time and whether ``org_id`` has work due by then (for the operator key, which
         has no caller row to read them with); the time is None until the simulated clock has a row."""
@@ -174,10 +190,10 @@ class Lane:
         now = row.now if simulated else wall
         return now, bool(row.due) if now is not None else False
 
-    async def snapshot(self, conn: AsyncConnection[Any], org_id: str) -> SnapshotRows | None:
+    async def snapshot(self, conn: Connection, org_id: str) -> SnapshotRows | None:
         return hotpath.snapshot_of_rows(await self.run(conn, _SNAPSHOT, {"org_id": org_id}))
 
-    async def create_agent(self, conn: AsyncConnection[Any], *, catalog: Catalog, org_id: str, user_id: str,
+    async def create_agent(self, conn: Connection, *, catalog: Catalog, org_id: str, user_id: str,
                            name: str, at: datetime) -> AgentChange | None:
         """``services.agents.create_agent`` on the lane, in two round trips (see the module's note); None
         (nothing written) when it would shrink a scheduled removal: that rare case's event is the general
@@ -189,7 +205,7 @@ class Lane:
         except _NotServed:
             return None
 
-    async def create_agent_as(self, conn: AsyncConnection[Any], *, catalog: Catalog, token_hash: str, org_id: str,
+    async def create_agent_as(self, conn: Connection, *, catalog: Catalog, token_hash: str, org_id: str,
                               name: str, wall_now: datetime | None) -> tuple[Caller | None, AgentChange | None]:
         """The creation with the caller read in its first round trip: BEGIN, the caller, the lock (taken
         only if the token's user belongs to ``org_id``) and the snapshot go out together, then the insert
@@ -216,7 +232,7 @@ class Lane:
         if self.trace is not None:
             self.trace.extend(statement.sql for statement in statements)
 
-    async def _lock_and_read(self, conn: AsyncConnection[Any], lock: Compiled,
+    async def _lock_and_read(self, conn: Connection, lock: Compiled,
                              values: dict[str, Any]) -> tuple[AsyncCursor[Any], AsyncCursor[Any]]:
         """Queue the organization lock and, ordered after it, the snapshot (pipeline mode)."""
         self._note(lock, _SNAPSHOT)
@@ -224,7 +240,7 @@ class Lane:
         read = await conn.execute(_SNAPSHOT.sql, _SNAPSHOT.bind({"org_id": values["org_id"]}))
         return locked, read
 
-    async def _insert_agent(self, conn: AsyncConnection[Any], catalog: Catalog, org_id: str, user_id: str,
+    async def _insert_agent(self, conn: Connection, catalog: Catalog, org_id: str, user_id: str,
                             name: str, at: datetime, locked: AsyncCursor[Any], read: AsyncCursor[Any],
                             caller: Caller | None = None) -> AgentChange:
         """The insert and its audit entry, sent together (``agents.create_agent``'s entry)."""
@@ -243,7 +259,7 @@ class Lane:
             after={"name": agent.name, "archived": False}))
         return AgentChange(agent)
 
-    async def spend(self, conn: AsyncConnection[Any], *, catalog: Catalog, org_id: str,
+    async def spend(self, conn: Connection, *, catalog: Catalog, org_id: str,
                     request: spending.SpendRequest, at: datetime, wall_now: datetime) -> spending.Spent:
         """``services.spend.spend`` on the lane: one statement, one round trip (a refusal reads why, a spend
         that crosses a line is sent again with the crossing's parts)."""
@@ -264,7 +280,7 @@ class Lane:
         spending.refuse(request, cost, seen_total=balance, agent_state=row.agent_state)
         raise AssertionError("unreachable")
 
-    async def _debit(self, conn: AsyncConnection[Any], statement: Compiled, values: dict[str, Any]) -> Any:
+    async def _debit(self, conn: Connection, statement: Compiled, values: dict[str, Any]) -> Any:
         """The spend statement's row, or None if a same-reference spend won the race (answered from its entry)."""
         try:
             rows = await self.run(conn, statement, values)

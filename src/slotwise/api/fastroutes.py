@@ -17,10 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -32,7 +30,7 @@ from slotwise.api import paid_lane, present
 from slotwise.api import paid_schemas as ps
 from slotwise.api import schemas as s
 from slotwise.api.deps import AppState, catch_up_now, impossible_id, is_operator_key, parse_bearer
-from slotwise.api.fastlane import Lane
+from slotwise.api.fastlane import Connection, Lane
 from slotwise.api.limits import replay_body
 from slotwise.api.responses import busy_response, error_response, json_body
 from slotwise.api.routers.paid_access import view_out
@@ -150,7 +148,7 @@ def _valid_json(model: type[BaseModel], raw: bytes, content_type: bytes) -> Base
         return None
 
 
-async def _caller(call: _Call, conn: AsyncConnection[Any]) -> Caller | None:
+async def _caller(call: _Call, conn: Connection) -> Caller | None:
     """The user behind the bearer token with the billing time, as ``deps.token_caller`` reads it."""
     state = call.state
     wall = None if state.clock.simulated else wall_now()
@@ -161,7 +159,7 @@ async def _caller(call: _Call, conn: AsyncConnection[Any]) -> Caller | None:
     return found
 
 
-async def _member(call: _Call, conn: AsyncConnection[Any], caller: Caller | None = None) -> Caller:
+async def _member(call: _Call, conn: Connection, caller: Caller | None = None) -> Caller:
     """A member of ``{org}`` (any other organization is not found), after what came due for it ran;
     ``caller`` if it was read already."""
     caller = caller or await _caller(call, conn)
@@ -243,7 +241,7 @@ async def spend_credits(call: _Call, body: BaseModel | None) -> Response:
     return json_body(spend_answer(done))
 
 
-async def _operator_now(call: _Call, conn: AsyncConnection[Any]) -> datetime:
+async def _operator_now(call: _Call, conn: Connection) -> datetime:
     """The operator key's, else ``unauthenticated`` (as ``deps.operator``); the billing time, as
     ``deps.get_now`` reads it for a caller that is no user."""
     state = call.state

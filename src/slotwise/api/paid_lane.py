@@ -29,10 +29,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
 from sqlalchemy import select
 
-from slotwise.api.fastlane import Lane, compile_statement
+from slotwise.api.fastlane import Connection, Lane, compile_statement
 from slotwise.catalog import Catalog, Model
 from slotwise.errors import Conflict
 from slotwise.models import ClockState, email_key
@@ -144,7 +143,7 @@ def _visitor(token: str | None, email: str | None, at: datetime) -> dict[str, An
     return {"email_key": email_key(email or ""), "now": at}
 
 
-async def simulated_now(lane: Lane, conn: AsyncConnection[Any]) -> datetime | None:
+async def simulated_now(lane: Lane, conn: Connection) -> datetime | None:
     """The simulated clock's time; None until its first read has created its row."""
     rows = await lane.run(conn, _CLOCK, {})
     return rows[0].now if rows else None
@@ -155,7 +154,7 @@ def access_of(row: Any, at: datetime, message_cost: int) -> pa.Access:
     return pa.access_of(row, at=at, message_cost=message_cost)
 
 
-async def check_access(lane: Lane, conn: AsyncConnection[Any], *, catalog: Catalog, agent_id: str,
+async def check_access(lane: Lane, conn: Connection, *, catalog: Catalog, agent_id: str,
                        token: str | None, email: str | None, at: datetime) -> pa.Access:
     """``paid_access.check_access`` on the lane: one statement."""
     values = {"agent_id": agent_id, **_visitor(token, email, at)}
@@ -163,7 +162,7 @@ async def check_access(lane: Lane, conn: AsyncConnection[Any], *, catalog: Catal
     return access_of(rows[0] if rows else None, at, catalog.credits.costs["message"])
 
 
-async def visitor_message(lane: Lane, conn: AsyncConnection[Any], *, catalog: Catalog, agent_id: str,
+async def visitor_message(lane: Lane, conn: Connection, *, catalog: Catalog, agent_id: str,
                           token: str | None, email: str | None, reference: str, model: Model, at: datetime,
                           wall_now: datetime) -> pa.Message:
     """``paid_access.visitor_message`` on the lane: one statement that both checks and spends (see the
@@ -202,7 +201,7 @@ async def visitor_message(lane: Lane, conn: AsyncConnection[Any], *, catalog: Ca
     raise AssertionError("unreachable")
 
 
-async def _send(lane: Lane, conn: AsyncConnection[Any], statement: Any, values: dict[str, Any]) -> Any:
+async def _send(lane: Lane, conn: Connection, statement: Any, values: dict[str, Any]) -> Any:
     try:
         return (await lane.run(conn, statement, values))[0]
     except spending.UNIQUE_VIOLATION as exc:  # the same reference committed by another message meanwhile
