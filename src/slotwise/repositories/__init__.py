@@ -49,10 +49,16 @@ from slotwise.repositories.batch import (
     drop_addons as drop_addons,
 )
 from slotwise.repositories.batch import (
+    insert_audit_entries as insert_audit_entries,
+)
+from slotwise.repositories.batch import (
     insert_charges as insert_charges,
 )
 from slotwise.repositories.batch import (
     insert_credit_entries as insert_credit_entries,
+)
+from slotwise.repositories.batch import (
+    insert_events as insert_events,
 )
 from slotwise.repositories.batch import (
     insert_invoice_lines as insert_invoice_lines,

@@ -205,6 +205,11 @@ def _deleting(name: str, keys: Sequence[str]) -> _Write:
 
 insert_invoices, insert_invoice_lines, insert_charges = (
     _inserting("invoices"), _inserting("invoice_lines"), _inserting("charges"))
+# What ``trail.written_together`` collected (the columns ``events.emit`` and ``audit.entry`` fill).
+insert_events = _inserting("events", ["id", "org_id", "type", "payload", "created_at"])
+insert_audit_entries = _inserting("audit_entries", [
+    "id", "org_id", "actor_type", "actor_id", "actor_label", "kind", "subject_id", "before", "after", "amount",
+    "currency", "invoice_id", "created_at"])
 renew_subscriptions = _updating("subscriptions", ["id"], [
     "period_index", "period_start", "period_end", "plan_code", "plan_price", "scheduled_plan_code", "status",
     "canceled_at"])

@@ -63,6 +63,9 @@ def by_user(db: Session, actor: Actor) -> By:
     rewrite history."""
     return By("user", actor.user_id)
 
+# Where ``trail.written_together`` collects a block's entries (``Session.info``).
+COLLECTED = "slotwise.audit.collected"
+
 # A user's label, when none is given, is their email as the change reads it.
 INSERT = text(
     "INSERT INTO audit_entries (id, org_id, actor_type, actor_id, actor_label, kind, subject_id, before, "
@@ -75,10 +78,15 @@ INSERT = text(
 def record(db: Session, *, org_id: str, by: By, kind: str, at: datetime, subject_id: str | None = None,
            before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None,
            amount: int | None = None, currency: str | None = None, invoice_id: str | None = None) -> str:
-    """Write one entry in the caller's transaction; its id. ``at`` is the billing clock's time."""
+    """Write one entry in the caller's transaction; its id. ``at`` is the billing clock's time. Inside
+    ``trail.written_together`` it is collected, and written with the block's others at its end."""
     values = entry(org_id=org_id, by=by, kind=kind, at=at, subject_id=subject_id, before=before, after=after,
                    amount=amount, currency=currency, invoice_id=invoice_id)
-    db.execute(INSERT, values)
+    collected: list[dict[str, Any]] | None = db.info.get(COLLECTED)
+    if collected is not None:
+        collected.append(values)
+    else:
+        db.execute(INSERT, values)
     return str(values["id"])
 
 

@@ -15,11 +15,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, bindparam, insert, text
 from sqlalchemy.orm import Session
 
+from slotwise import repositories as repo
 from slotwise.clock import wall_now
-from slotwise.models import UTCDateTime, new_id
+from slotwise.models import Base, UTCDateTime, new_id
+
+# Where ``trail.written_together`` collects a block's events (``Session.info``).
+COLLECTED = "slotwise.events.collected"
 
 # Every type slotwise emits (an endpoint's ``events`` must name types from here).
 EVENT_TYPES: tuple[str, ...] = (
@@ -39,6 +43,7 @@ EVENT_TYPES: tuple[str, ...] = (
 # The operator's test-send (webhook_endpoints.send_test): to one endpoint only, never subscribed to.
 TEST_EVENT_TYPE = "webhook.test"
 
+_EVENTS = Base.metadata.tables["events"]
 _INSERT_EVENT = text(
     "INSERT INTO events (id, org_id, type, payload, created_at) "
     "VALUES (:id, :org_id, :type, :payload, :created_at) RETURNING seq"
@@ -68,14 +73,32 @@ def takes(event_types: str | None, event_type: str) -> bool:
 
 def emit(db: Session, *, org_id: str | None, type: str, data: Mapping[str, Any], at: datetime) -> str:
     """Write one event in the caller's transaction, owed to every enabled endpoint taking ``type``;
-    its id (the ``webhook-id`` every attempt carries). ``at`` is the billing clock's time of the change."""
+    its id (the ``webhook-id`` every attempt carries). ``at`` is the billing clock's time of the change.
+    Inside ``trail.written_together`` it is collected, and written with the block's others at its end."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
-    event_id, seq = _write(db, org_id=org_id, type=type, data=data, at=at)
-    endpoints = _ENDPOINTS_LOCKED if _dialect(db) == "postgresql" else _ENDPOINTS
-    owed = [row.id for row in db.execute(endpoints) if takes(row.event_types, type)]
-    _owe(db, owed, org_id=org_id, seq=seq)
-    return event_id
+    row = {"id": new_id("evt"), "org_id": org_id, "type": type, "payload": compact_json(data), "created_at": at}
+    collected: list[dict[str, Any]] | None = db.info.get(COLLECTED)
+    if collected is not None:
+        collected.append(row)
+    else:
+        write_many(db, [row])
+    return str(row["id"])
+
+
+def write_many(db: Session, rows: list[dict[str, Any]]) -> None:
+    """Write events (``emit``'s rows, in the order given) with what each enabled endpoint taking its
+    type is owed: the endpoints read once, then a statement per table."""
+    endpoints = list(db.execute(_ENDPOINTS_LOCKED if _dialect(db) == "postgresql" else _ENDPOINTS))
+    owed = [[e.id for e in endpoints if takes(e.event_types, row["type"])] for row in rows]
+    if len(rows) == 1:  # a change's own event: the statement the fast lane and the spend also send
+        seqs = [db.execute(_INSERT_EVENT, rows[0]).scalar_one()]
+    elif any(owed):  # their seqs, in the order given
+        seqs = list(db.execute(insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True), rows).scalars())
+    else:
+        repo.insert_events(db, rows)
+        return
+    _owe_many(db, [(ids, row["org_id"], int(seq)) for ids, row, seq in zip(owed, rows, seqs, strict=True)])
 
 
 def emit_test(db: Session, *, endpoint_id: str, at: datetime) -> tuple[str, str]:
@@ -111,14 +134,19 @@ def _write(db: Session | Connection, *, org_id: str | None, type: str, data: Map
 
 def _owe(db: Session | Connection, endpoint_ids: list[str], *, org_id: str | None, seq: int) -> list[str]:
     """A pending delivery of event ``seq`` for each endpoint, and its stream marked due; their ids."""
-    if not endpoint_ids:
-        return []
+    return _owe_many(db, [(endpoint_ids, org_id, seq)])
+
+
+def _owe_many(db: Session | Connection, owed: list[tuple[list[str], str | None, int]]) -> list[str]:
+    """For each (endpoints, organization, event seq): a pending delivery per endpoint, and its stream
+    marked due; the deliveries' ids."""
     due = wall_now()
-    stream_key = org_id or ""
-    ids = [new_id("whd") for _ in endpoint_ids]
-    owed = zip(ids, endpoint_ids, strict=True)
-    db.execute(_INSERT_DELIVERY, [{"id": delivery_id, "endpoint_id": endpoint_id, "stream_key": stream_key,
-                                   "event_seq": seq, "due": due} for delivery_id, endpoint_id in owed])
+    deliveries = [{"id": new_id("whd"), "endpoint_id": endpoint_id, "stream_key": org_id or "", "event_seq": seq,
+                   "due": due} for endpoint_ids, org_id, seq in owed for endpoint_id in endpoint_ids]
+    if not deliveries:
+        return []
+    db.execute(_INSERT_DELIVERY, deliveries)
+    streams = dict.fromkeys((d["endpoint_id"], d["stream_key"]) for d in deliveries)
     db.execute(_MARK_STREAM, [{"endpoint_id": endpoint_id, "stream_key": stream_key, "due": due}
-                              for endpoint_id in endpoint_ids])
-    return ids
+                              for endpoint_id, stream_key in streams])
+    return [str(d["id"]) for d in deliveries]

@@ -205,7 +205,7 @@ def _end_on_free(org: Renewing, writes: _Writes, report: SweepReport) -> None:
     org.scheduled_plan_code = None
     writes.subscriptions.append(_subscription_row(org, status="canceled", canceled_at=org.period_end))
     writes.organizations.append({"key_id": org.org_id, "invoice_seq": org.invoice_seq, "plan_code": "free"})
-    org.status, org.plan_code = "canceled", "free"
+    org.status = "canceled"  # its plan stays the subscription's, as its event tells (``cycle``'s way)
     report.canceled.append(org.sub_id)
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from slotwise import repositories as repo
 from slotwise.clock import Clock, SimulatedClock
 from slotwise.errors import ClockNotSimulated, InvalidRequest
+from slotwise.services import trail
 from slotwise.services.context import Env
 from slotwise.services.limits import prune_rate_limit_logs
 from slotwise.services.renewals.batch import (
@@ -125,13 +126,14 @@ def _sweep_batch(db: Session, env: Env, at: datetime, *, after: str, size: int, 
     ready = [org for org in orgs if org.renewal_due(at)]
     others = [org.org_id for org in orgs if not org.renewal_due(at) and not org.free]
     written = 0
-    while ready and written < RENEWALS_PER_TRANSACTION:
-        renew_round(db, env, ready, report, starts)
-        written += len(ready)
-        others += [org.org_id for org in ready if org.status != "active"]  # declined, or ended on free
-        ready = [org for org in ready if org.renewal_due(at)]
-    free = [org.org_id for org in orgs if org.free]
-    write_credits(db, env, starts, free, at=at, report=report)
+    with trail.written_together(db):  # the batch's events and entries: a few statements, not a few per renewal
+        while ready and written < RENEWALS_PER_TRANSACTION:
+            renew_round(db, env, ready, report, starts)
+            written += len(ready)
+            others += [org.org_id for org in ready if org.status != "active"]  # declined, or ended on free
+            ready = [org for org in ready if org.renewal_due(at)]
+        free = [org.org_id for org in orgs if org.free]
+        write_credits(db, env, starts, free, at=at, report=report)
     # Everything else goes the one-organization way, if it is still due: a declined charge's retry may
     # be, and a claimed organization may have been swept by another process meanwhile.
     rest = sorted(set(others) | set(free))
