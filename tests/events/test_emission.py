@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from slotwise.services import addons
+from slotwise.services import addons, trail
 from slotwise.services.context import Actor, Env
 from tests.conftest import START
 from tests.credit_support import set_account, set_balances
@@ -133,6 +133,22 @@ class TestAddons:
             raise RuntimeError("forced after the event was written")
         assert counts(engine, org.id) == before
 
+    def test_changes_written_together_leave_nothing_if_the_block_raises(
+            self, org: Org, engine: Engine, sessions: sessionmaker[Session], env: Env) -> None:
+        """``trail.written_together`` (the sweep's batch): the events and entries wait for the block's end,
+        and a block that raises writes none of them, though its changes ran."""
+        owner = Actor(user_id=org.owner_id, org_id=org.id, role="owner")
+        before = counts(engine, org.id)
+        with pytest.raises(RuntimeError), sessions.begin() as db, trail.written_together(db):
+            addons.add_slots(db, env=env, actor=owner, addon_code="agent_slots", quantity=1, at=START)
+            assert len(events_of_session(db, org.id)) == before[0]  # collected, not yet written
+            raise RuntimeError("forced inside the block")
+        assert counts(engine, org.id) == before
+        with sessions.begin() as db, trail.written_together(db):
+            addons.add_slots(db, env=env, actor=owner, addon_code="agent_slots", quantity=1, at=START)
+        assert kinds(events_of(engine, org.id))[-2:] == ["invoice.paid", "addon.updated"]
+        assert counts(engine, org.id) == (before[0] + 2, before[1] + 1)
+
     def test_a_replay_writes_nothing_twice(self, org: Org, engine: Engine) -> None:
         first = org.add_slots("agent_slots", 1, key="add-once")
         before = counts(engine, org.id)
@@ -250,3 +266,24 @@ class TestRenewals:
             update = events_of(engine, made.id, "subscription.updated")[-1].data
             assert update["change"] == "subscription.renewed"
             assert len(events_of(engine, made.id, "invoice.paid")) == 2
+
+    def test_the_sweep_s_batch_owes_its_events_in_the_order_written(self, api: Api, engine: Engine) -> None:
+        """The batch writes its events together at its end: each still owed to the endpoints taking its
+        type, in the order of the organization's changes, and its stream marked due."""
+        orgs = [api.create_org("pro") for _ in range(3)]
+        orgs[0].summary()
+        every, renewals = add_endpoint(engine, None), add_endpoint(engine, ["invoice.paid"])
+        assert api.operator("/clock", {"to": "2026-12-15T10:00:00Z"}).status_code == 200
+        for made in orgs:
+            written = events_of(engine, made.id)
+            assert kinds(written)[-2:] == ["invoice.paid", "subscription.updated"]
+            assert stream_due(engine, every, made.id) and stream_due(engine, renewals, made.id)
+        owed = owed_types(engine, every)
+        assert owed.count("subscription.updated") == 3 and owed.count("invoice.paid") == 3
+        assert owed_types(engine, renewals) == ["invoice.paid"] * 3
+        with engine.connect() as conn:
+            per_stream = conn.execute(text(
+                "select d.stream_key, e.type from webhook_deliveries d join events e on e.seq = d.event_seq"
+                " where d.endpoint_id = :w order by e.seq"), {"w": every}).all()
+        for made in orgs:  # each organization's stream: its invoice paid, then its subscription renewed
+            assert [t for key, t in per_stream if key == made.id][-2:] == ["invoice.paid", "subscription.updated"]
