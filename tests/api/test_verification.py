@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from slotwise.clock import SimulatedClock
 from slotwise.services.context import Env
 from tests.credit_support import account, credits, jobs_of, ledger, ledger_matches_balances, make_worker, set_balances
+from tests.events.trail_support import entries_of, events_of
 from tests.factories import Api, Org, error_of
 
 GOOD, NEEDS_VERIFICATION = "4242424242424242", "4000002500003155"
@@ -132,6 +133,12 @@ class TestAddSlots:
         assert api.advance(6)["expired"] == []  # still waiting for the bank
         assert api.advance(1)["expired"] == [invoice_id]  # a week: void, nothing granted
         assert org.get(f"/invoices/{invoice_id}").json()["status"] == "void"
+        # The platform is told the payment failed, and why; the Owner reads that slotwise voided it.
+        failed = events_of(engine, org.id, "invoice.payment_failed")[-1].data
+        assert (failed["invoice"], failed["status"], failed["reason"]) == (invoice_id, "void", "verification_expired")
+        [voided] = entries_of(engine, org.id, "invoice.voided")
+        assert (voided.data["actor_type"], voided.data["invoice_id"], voided.data["after"]) == (
+            "system", invoice_id, {"status": "void", "reason": "verification_expired"})
         # The bank pays it anyway, later: the next billing run gives the money back.
         late = env.gateway.complete_verification(intent_id=intent, verdict="approve")
         assert late.succeeded
@@ -140,6 +147,12 @@ class TestAddSlots:
         assert charges(engine, invoice_id)[-1] == ("refunded", "reconciled_refund")
         assert org.get(f"/invoices/{invoice_id}").json()["status"] == "void"
         assert org.capacity("agents")["active_slots"] == before
+        [refund] = entries_of(engine, org.id, "payment.refunded")  # the money given back, on the Owner's trail
+        assert (refund.data["actor_type"], refund.data["subject_id"], refund.data["invoice_id"]) == (
+            "system", late.reference, invoice_id)
+        total = org.get(f"/invoices/{invoice_id}").json()["total"]
+        assert (refund.data["amount"], refund.data["currency"]) == (total, "usd")
+        assert api.advance(0)["refunded"] == [] and len(entries_of(engine, org.id, "payment.refunded")) == 1
 
     def test_paid_at_the_bank_before_it_expired_is_settled_by_the_billing_run(
             self, api: Api, org: Org, env: Env, engine: Engine) -> None:

@@ -39,6 +39,8 @@ KINDS: tuple[str, ...] = (
     "subscription.ended", "subscription.unpaid", "subscription.reactivated", "subscription.restarted",
     # invoices paid or declined after their first attempt (a retry, a new card, the bank's verification)
     "invoice.paid", "invoice.payment_failed",
+    # a purchase whose verification ran out of time; a payment reconciliation gave back
+    "invoice.voided", "payment.refunded",
     # add-on slots
     "addon.added", "addon.removal_scheduled", "addon.removal_cancelled", "addon.removal_reduced", "addon.removed",
     # the card and the billing details

@@ -42,7 +42,7 @@ from slotwise.clock import wall_now
 from slotwise.gateway import ChargeResult, ProcessorCharge
 from slotwise.gateway.errors import RefundRefused
 from slotwise.models import Charge, Invoice, Pass, new_id
-from slotwise.services import recharges
+from slotwise.services import recharges, trail
 from slotwise.services.context import Env
 from slotwise.services.paid_access import complete_paid_checkout, is_pass_id
 from slotwise.services.renewals.cycle import catch_up
@@ -150,3 +150,6 @@ def _refund(db: Session, env: Env, charge: ProcessorCharge, invoice: Invoice | N
                   status="refunded", failure_code="reconciled_refund", gateway_reference=charge.reference,
                   created_at=at))
     db.flush()
+    trail.payment_refunded(db, org_id=charge.org_id, reference=charge.reference, amount=charge.amount,
+                           currency=invoice.currency if invoice is not None else charge.currency,
+                           invoice_id=invoice.id if invoice is not None else None, at=at)

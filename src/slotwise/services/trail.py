@@ -137,6 +137,25 @@ class InvoiceFacts:
         return cls(row["id"], row["number"], row["kind"], row["status"], row["total"], row["currency"])
 
 
+def invoice_expired(db: Session, *, org_id: str, invoice: InvoiceLike, at: datetime) -> None:
+    """A purchase whose bank verification ran out of time, made void by the billing run: for the
+    platform ``invoice.payment_failed`` (``reason``: ``verification_expired``), for the Owner
+    ``invoice.voided``, slotwise's."""
+    invoice_event(db, "invoice.payment_failed", org_id=org_id, invoice=invoice, at=at, reason="verification_expired")
+    audit.record(db, org_id=org_id, by=audit.SYSTEM, kind="invoice.voided", at=at, subject_id=invoice.id,
+                 before={"status": "open"}, after={"status": invoice.status, "reason": "verification_expired"},
+                 invoice_id=invoice.id)
+
+
+def payment_refunded(db: Session, *, org_id: str, reference: str, amount: int, currency: str,
+                     invoice_id: str | None, at: datetime) -> None:
+    """A processor payment slotwise could not apply (reconciliation: its purchase never committed,
+    or its invoice was void or paid otherwise), given back in full: the Owner's entry, with the
+    money. §14 has no event for it; the platform learns nothing new (no purchase it was told of)."""
+    audit.record(db, org_id=org_id, by=audit.SYSTEM, kind="payment.refunded", at=at, subject_id=reference,
+                 after={"reason": "reconciled_refund"}, amount=amount, currency=currency, invoice_id=invoice_id)
+
+
 def invoice_settled(db: Session, *, org_id: str, by: audit.By, invoice: InvoiceLike, paid: bool,
                     at: datetime) -> None:
     """An owed invoice paid or declined on a later attempt (a retry, a new card, the bank's

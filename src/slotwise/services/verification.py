@@ -201,6 +201,7 @@ def expire(db: Session, invoice: Invoice, *, at: datetime) -> None:
         invoice.status, invoice.next_retry_at = "void", None
         if purchase.get("ledger_kind") == "recharge" and _recharge_in_flight(db, invoice):
             credits_repo.update_account(db, invoice.org_id, recharge_job_id=None, updated_at=at)
+        trail.invoice_expired(db, org_id=invoice.org_id, invoice=invoice, at=at)
     db.flush()
 
 

@@ -21,7 +21,8 @@ FAMILIES: tuple[tuple[str, str], ...] = (
     ("addon.", "Add-on slots"), ("plan.", "Plan"), ("subscription.", "Subscription and renewals"),
     ("invoice.", "Invoices"), ("payment_method.", "Card"), ("billing_details.", "Billing details"),
     ("credits.", "Credits"), ("auto_recharge.", "Auto-recharge"), ("member.", "Members"),
-    ("invitation.", "Invitations"), ("agent.", "Agents"), ("pass.", "Passes"), ("organization.", "Organization"),
+    ("invitation.", "Invitations"), ("agent.", "Agents"), ("pass.", "Passes"), ("payment.", "Refunds"),
+    ("organization.", "Organization"),
 )
 
 # One kind's short name, for the filter's options.
@@ -48,6 +49,7 @@ KIND_LABELS: dict[str, str] = {
     "agent.created": "Agent created", "agent.archived": "Agent archived", "agent.restored": "Agent restored",
     "agent.deleted": "Agent deleted", "agent.access_changed": "Agent visibility",
     "pass.sold": "Pass sold", "pass.created": "Pass sold", "pass.refunded": "Pass refunded",
+    "payment.refunded": "Payment refunded",
 }
 
 
@@ -168,7 +170,9 @@ def _other(entry: Entry, names: Mapping[str, str]) -> str:
         "organization.created": f"Created the organization on the {_plan_name(_text(a, 'plan'))} plan",
         "invoice.paid": "Paid an invoice that was owed",
         "invoice.payment_failed": "An invoice's payment was declined",
-        "invoice.voided": "Voided an invoice",
+        "invoice.voided": "Voided an invoice: the bank's verification ran out of time"
+        if _text(a, "reason") == "verification_expired" else "Voided an invoice",
+        "payment.refunded": "Gave back a payment that could not be applied: nothing was bought with it",
         "payment_method.updated": f"Changed the card to {_card(a)}" if b and b.get("last4")
         else f"Added the card {_card(a)}",
         "billing_details.updated": "Updated the billing details",
