@@ -112,8 +112,7 @@ def unarchive_agent(db: Session, *, env: Env, actor: Actor, agent_id: str, at: d
 
 
 def delete_agent(db: Session, *, actor: Actor, agent_id: str, at: datetime) -> None:
-    """Deleted agents are gone (their slot is free at once). ``at``: the billing time (None: the wall
-    clock's, for a caller that does not pass it yet)."""
+    """Deleted agents are gone (their slot is free at once). ``at``: the billing time."""
     locked_org(db, actor.org_id)
     agent = _agent(db, actor, agent_id)
     agent_changed(db, org_id=actor.org_id, by=audit.by_user(db, actor), kind="agent.deleted", agent_id=agent.id,

@@ -80,8 +80,7 @@ def update_billing_details(db: Session, *, actor: Actor, email: str, company: st
     """Replace the organization's billing details (Owner only). Every invoice, including those issued
     before, is printed with the details current when it is viewed or downloaded: the amounts and lines
     of a paid invoice never change, only whom it is addressed to. The same details again change
-    nothing and leave no entry. ``at``: the billing time (None: the wall clock's, for a caller that
-    does not pass it yet)."""
+    nothing and leave no entry. ``at``: the billing time."""
     require_owner(actor, "Billing details")
     details = clean_details(email=email, company=company, address=address)
     org = locked_org(db, actor.org_id)

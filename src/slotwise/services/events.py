@@ -77,7 +77,7 @@ def emit(db: Session, *, org_id: str | None, type: str, data: Mapping[str, Any],
     Inside ``trail.written_together`` it is collected, and written with the block's others at its end."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
-    row = {"id": new_id("evt"), "org_id": org_id, "type": type, "payload": compact_json(data), "created_at": at}
+    row = _row(org_id, type, data, at)
     collected: list[dict[str, Any]] | None = db.info.get(COLLECTED)
     if collected is not None:
         collected.append(row)
@@ -104,9 +104,10 @@ def write_many(db: Session, rows: list[dict[str, Any]]) -> None:
 def emit_test(db: Session, *, endpoint_id: str, at: datetime) -> tuple[str, str]:
     """A ``webhook.test`` event owed to one endpoint only, sent by the worker like any other (in the
     endpoint's stream of events of no organization); its id and the delivery's."""
-    event_id, seq = _write(db, org_id=None, type=TEST_EVENT_TYPE, data={"endpoint": endpoint_id}, at=at)
-    [delivery_id] = _owe(db, [endpoint_id], org_id=None, seq=seq)
-    return event_id, delivery_id
+    row = _row(None, TEST_EVENT_TYPE, {"endpoint": endpoint_id}, at)
+    seq = db.execute(_INSERT_EVENT, row).scalar_one()
+    [delivery_id] = _owe_many(db, [([endpoint_id], None, int(seq))])
+    return str(row["id"]), delivery_id
 
 
 def compact_json(data: Mapping[str, Any]) -> str:
@@ -123,18 +124,9 @@ def _dialect(db: Session | Connection) -> str:
     return (db.dialect if isinstance(db, Connection) else db.get_bind().dialect).name
 
 
-def _write(db: Session | Connection, *, org_id: str | None, type: str, data: Mapping[str, Any],
-           at: datetime) -> tuple[str, int]:
-    event_id = new_id("evt")
-    payload = compact_json(data)
-    seq = db.execute(_INSERT_EVENT, {"id": event_id, "org_id": org_id, "type": type, "payload": payload,
-                                     "created_at": at}).scalar_one()
-    return event_id, int(seq)
-
-
-def _owe(db: Session | Connection, endpoint_ids: list[str], *, org_id: str | None, seq: int) -> list[str]:
-    """A pending delivery of event ``seq`` for each endpoint, and its stream marked due; their ids."""
-    return _owe_many(db, [(endpoint_ids, org_id, seq)])
+def _row(org_id: str | None, type: str, data: Mapping[str, Any], at: datetime) -> dict[str, Any]:
+    """An event as ``_INSERT_EVENT`` and ``write_many`` take it."""
+    return {"id": new_id("evt"), "org_id": org_id, "type": type, "payload": compact_json(data), "created_at": at}
 
 
 def _owe_many(db: Session | Connection, owed: list[tuple[list[str], str | None, int]]) -> list[str]:

@@ -32,8 +32,7 @@ def list_members(db: Session, *, actor: Actor) -> Sequence[User]:
 
 
 def remove_member(db: Session, *, actor: Actor, user_id: str, at: datetime) -> None:
-    """Frees the seat at once. The Owner can't be removed. ``at``: the billing time (None: the wall
-    clock's, for a caller that does not pass it yet)."""
+    """Frees the seat at once. The Owner can't be removed. ``at``: the billing time."""
     require_manager(actor)
     locked_org(db, actor.org_id)
     user = repo.user_in_org(db, actor.org_id, user_id)
@@ -95,7 +94,7 @@ def invitation_changed(db: Session, invitation: Invitation, *, by: audit.By, kin
 
 
 def revoke_invitation(db: Session, *, actor: Actor, invitation_id: str, at: datetime) -> None:
-    """``at``: the billing time (None: the wall clock's, for a caller that does not pass it yet)."""
+    """``at``: the billing time."""
     require_manager(actor)
     locked_org(db, actor.org_id)
     invitation = repo.invitation_in_org(db, actor.org_id, invitation_id)
